@@ -1,0 +1,11 @@
+from django.contrib import admin
+
+from resilience.idempotency.models import IdempotencyRecord
+
+
+@admin.register(IdempotencyRecord)
+class IdempotencyRecordAdmin(admin.ModelAdmin):
+    list_display = ["scope", "key", "user", "response_status", "created_at"]
+    list_filter = ["scope", "response_status"]
+    search_fields = ["key", "user__username"]
+    readonly_fields = ["user", "scope", "key", "fingerprint", "response_status", "response_body", "created_at"]

@@ -1,0 +1,1 @@
+"""Observability: request ids, logging, metrics, tracing."""

@@ -1,0 +1,5 @@
+"""Test settings: the real configuration, with a fast password hasher."""
+
+from settings.base import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

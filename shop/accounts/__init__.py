@@ -1,0 +1,1 @@
+"""Customer accounts: registration, log in/out with JWTs, ``me``."""

@@ -1,0 +1,52 @@
+"""Account writes: register, log in, refresh, log out."""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DatabaseError, IntegrityError, transaction
+from django.utils import timezone
+
+from resilience.auth.tokens import tokens_for_user
+from resilience.errors import FieldValidationError, InvalidCredentialsError
+
+logger = logging.getLogger(__name__)
+
+
+@transaction.atomic
+def user_register(*, username: str, email: str, password: str) -> AbstractBaseUser:
+    """Create a customer account; a taken username or e-mail, or a weak password, is a validation error."""
+    user_model = get_user_model()
+    errors: dict[str, list[str]] = {}
+    if user_model.objects.filter(username__iexact=username).exists():
+        errors["username"] = ["This username is taken."]
+    if user_model.objects.filter(email__iexact=email).exists():
+        errors["email"] = ["An account with this e-mail already exists."]
+    try:
+        validate_password(password, user=user_model(username=username, email=email))
+    except DjangoValidationError as exc:
+        errors["password"] = list(exc.messages)
+    if errors:
+        raise FieldValidationError(errors)
+    try:
+        with transaction.atomic():
+            return user_model.objects.create_user(username=username, email=email, password=password)
+    except IntegrityError as exc:  # a concurrent registration took the name between check and insert
+        raise FieldValidationError({"username": ["This username is taken."]}) from exc
+
+
+def user_login(*, username: str, password: str) -> dict[str, str]:
+    """Check the credentials and issue a token pair; ``last_login`` is bookkeeping and never fails the login."""
+    user = authenticate(username=username, password=password)
+    if user is None:
+        raise InvalidCredentialsError()
+    tokens = tokens_for_user(user)
+    try:
+        type(user).objects.filter(pk=user.pk).update(last_login=timezone.now())
+    except DatabaseError as exc:
+        logger.warning("could not record last_login for user %s: %s", user.pk, exc)
+    return tokens

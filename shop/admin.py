@@ -1,0 +1,85 @@
+"""Django admin for the shop: search, filters, order lines inline. Staff only."""
+
+from django.contrib import admin
+
+from shop.cart.models import Cart, CartItem
+from shop.catalog.models import Category, Product
+from shop.orders.models import Order, OrderItem
+from shop.payments.models import Payment
+
+
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ["sku", "name", "category", "price", "currency", "stock", "is_active"]
+    list_filter = ["is_active", "category", "currency"]
+    list_editable = ["is_active"]
+    search_fields = ["sku", "name", "description"]
+    prepopulated_fields = {"slug": ["name"]}
+    list_select_related = ["category"]
+
+
+class CartItemInline(admin.TabularInline):
+    model = CartItem
+    extra = 0
+    raw_id_fields = ["product"]
+
+
+@admin.register(Cart)
+class CartAdmin(admin.ModelAdmin):
+    list_display = ["user", "updated_at"]
+    search_fields = ["user__username", "user__email"]
+    inlines = [CartItemInline]
+
+
+class OrderItemInline(admin.TabularInline):
+    model = OrderItem
+    extra = 0
+    can_delete = False
+    readonly_fields = ["product", "sku", "name", "unit_price", "quantity", "line_total"]
+
+    def has_add_permission(self, request, obj=None) -> bool:  # lines are frozen at checkout
+        return False
+
+
+class PaymentInline(admin.TabularInline):
+    model = Payment
+    extra = 0
+    can_delete = False
+    readonly_fields = [
+        "amount",
+        "currency",
+        "status",
+        "idempotency_key",
+        "gateway_reference",
+        "attempts",
+        "last_error",
+        "created_at",
+    ]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = ["id", "user", "status", "total", "currency", "created_at"]
+    list_filter = ["status", "created_at"]
+    search_fields = ["id", "user__username", "user__email", "items__sku"]
+    readonly_fields = ["user", "total", "currency", "created_at", "updated_at"]
+    date_hierarchy = "created_at"
+    inlines = [OrderItemInline, PaymentInline]
+
+
+@admin.register(Payment)
+class PaymentAdmin(admin.ModelAdmin):
+    list_display = ["idempotency_key", "order", "status", "amount", "currency", "attempts", "updated_at"]
+    list_filter = ["status"]
+    search_fields = ["idempotency_key", "gateway_reference", "order__id"]
+    readonly_fields = ["order", "amount", "currency", "idempotency_key", "created_at", "updated_at"]

@@ -1,0 +1,1 @@
+"""One cart per user: add (merging the same product), change quantity, remove, view with totals."""

@@ -1,0 +1,1 @@
+"""Orders: checkout of the cart (atomic, stock-safe, idempotent), listing, cancellation."""

@@ -1,0 +1,11 @@
+"""Payment gateways behind one interface; :func:`gateway_get` picks the configured one (or none)."""
+
+from shop.payments.gateways.base import (
+    ChargeOutcome,
+    ChargeResult,
+    GatewayUnavailableError,
+    PaymentGateway,
+    gateway_get,
+)
+
+__all__ = ["ChargeOutcome", "ChargeResult", "GatewayUnavailableError", "PaymentGateway", "gateway_get"]
