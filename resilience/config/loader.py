@@ -87,6 +87,14 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
+def dotenv_path(environ: Mapping[str, str]) -> Path:
+    """The ``.env`` file to read: ``DOTENV_FILE`` when set (``none`` reads none), else ``.env`` in the project root."""
+    chosen = environ.get("DOTENV_FILE", "").strip()
+    if chosen.lower() == "none":
+        return Path("/nonexistent/.env")
+    return Path(chosen) if chosen else PROJECT_ROOT / ".env"
+
+
 class _Reader:
     """Collects problems while reading typed values."""
 
@@ -243,8 +251,7 @@ def _database(reader: _Reader, connect_timeout: int) -> tuple[dict[str, Any] | N
 def load_config(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Config:
     """Validate the environment (plus ``.env``) and return it typed, or raise ConfigError listing every problem."""
     if environ is None:
-        dotenv_values = read_dotenv(dotenv or PROJECT_ROOT / ".env")
-        environ = {**dotenv_values, **os.environ}
+        environ = {**read_dotenv(dotenv or dotenv_path(os.environ)), **os.environ}
     reader = _Reader(environ)
 
     secret_key = reader.text("SECRET_KEY") or ""

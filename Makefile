@@ -1,0 +1,17 @@
+# Bulwark: the two commands (see README.md). Both work as root and as an ordinary user.
+.PHONY: run test stop bootstrap lint
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+run: bootstrap  ## start the local stack and serve on http://127.0.0.1:8000 (PORT honoured)
+	@bash scripts/run.sh
+
+test: bootstrap  ## lint, then the whole suite against a throwaway stack
+	@bash scripts/test.sh
+
+stop:  ## stop the server started by `make run` and the local stack (data kept)
+	@bash scripts/stop.sh
+
+lint: bootstrap
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
