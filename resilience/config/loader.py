@@ -269,12 +269,14 @@ def load_config(environ: Mapping[str, str] | None = None, dotenv: Path | None = 
     gateway = reader.raw("PAYMENT_GATEWAY_URL")
     if gateway and (urlsplit(gateway).scheme not in {"http", "https"} or not urlsplit(gateway).netloc):
         reader.problems.append("PAYMENT_GATEWAY_URL: not an http(s) URL.")
+    known_problems = len(reader.problems)
     django_env = reader.choice("DJANGO_ENV")
+    env_is_valid = len(reader.problems) == known_problems  # an invalid DJANGO_ENV adds no knock-on problems
     debug = reader.boolean("DEBUG")
     allowed_hosts = reader.items("ALLOWED_HOSTS")
     if django_env == "development" and not allowed_hosts:
         allowed_hosts = ["127.0.0.1", "localhost", "[::1]"]
-    if django_env == "production" and not allowed_hosts:
+    if django_env == "production" and env_is_valid and not allowed_hosts:
         reader.problems.append("ALLOWED_HOSTS: missing; production needs the host names it serves (comma-separated).")
 
     config = Config(
