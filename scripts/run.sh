@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 STACK=(--name dev --port-base "${BULWARK_DEV_PORT_BASE:-55432}")
 
-"$PY" -m devstack "${STACK[@]}" up
+"$PY" -m devstack "${STACK[@]}" up >/dev/null
 mapfile -t stack_env < <("$PY" -m devstack "${STACK[@]}" env | grep -E '^(DATABASE_URL|DATABASE_REPLICA_URLS|REDIS_URL)=')
 "$PY" -m resilience.config.devenv .env "${stack_env[@]}"
 

@@ -9,7 +9,9 @@ STACK=(--name test --port-base "${BULWARK_TEST_PORT_BASE:-56432}")
 "$PY" -m ruff check --quiet .
 "$PY" -m ruff format --check --quiet .
 
-"$PY" -m devstack "${STACK[@]}" up
+# The throwaway stack lives in RAM when it can: about 5x faster to create than under /tmp here.
+if [ -z "${DEVSTACK_TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then export DEVSTACK_TMPDIR=/dev/shm; fi
+"$PY" -m devstack "${STACK[@]}" up >/dev/null
 trap '"$PY" -m devstack "${STACK[@]}" down' EXIT
 
 set -a

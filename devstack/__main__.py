@@ -1,0 +1,102 @@
+"""Command line for devstack (``python -m devstack ...``): argument parsing and output only.
+
+All the work happens in :class:`devstack.stack.Stack`. Progress notes go to stderr; machine-readable output
+(``env`` lines, also printed by ``up``; ``status``) goes to stdout, so ``eval "$(python -m devstack up)"``
+works. A :class:`~devstack.procs.DevstackError` is printed as one paragraph, without a traceback, with exit
+status 1. ``status`` exits 1 when any node is down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .procs import DevstackError
+from .stack import DEFAULT_NAME, DEFAULT_PORT_BASE, NODES, Stack
+
+NODE_COMMANDS = {
+    "kill": "SIGKILL the node's postmaster / redis-server (a real crash)",
+    "hang": "SIGSTOP the node (postmaster and all its descendants / the redis server)",
+    "resume": "SIGCONT a hung node",
+    "start": "start a stopped or killed node and wait until it accepts connections",
+    "stop": "cleanly stop a node (pg_ctl stop -m fast / SIGTERM)",
+    "restart": "stop, then start a node",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack",
+        description="Throwaway local PostgreSQL primary + streaming replica + Redis on 127.0.0.1.",
+        epilog="Ports: N = primary, N+1 = replica, N+2 = redis (N = --port-base).",
+    )
+    parser.add_argument("--name", default=DEFAULT_NAME, help=f"stack name (default: {DEFAULT_NAME})")
+    parser.add_argument(
+        "--port-base",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"first of three ports (default: the stack's existing ports, else {DEFAULT_PORT_BASE})",
+    )
+    # --name/--port-base are also accepted after the command (`devstack up --name x`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--name", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--port-base", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("up", parents=[common], help="start everything that is not running; print env")
+    sub.add_parser("down", parents=[common], help="stop everything and remove all data")
+    st = sub.add_parser("status", parents=[common], help="one line per node; exit 1 if any node is down")
+    st.add_argument("--json", action="store_true", help="print the status as JSON")
+    sub.add_parser("env", parents=[common], help="print shell-sourceable KEY=value lines")
+    for cmd, text in NODE_COMMANDS.items():
+        p = sub.add_parser(cmd, parents=[common], help=text)
+        if cmd == "stop":
+            p.add_argument("node", choices=NODES, metavar="NODE", nargs="?", help="every node when omitted (data kept)")
+        else:
+            p.add_argument("node", choices=NODES, metavar="NODE", help=" | ".join(NODES))
+    sub.add_parser("promote", parents=[common], help="promote the replica to primary")
+    d = sub.add_parser("delay", parents=[common], help="set recovery_min_apply_delay on the replica (0 removes it)")
+    d.add_argument("seconds", type=float, metavar="SECONDS")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        stack = Stack(name=args.name, port_base=args.port_base)
+        cmd = args.command
+        if cmd == "up":
+            sys.stdout.write(Stack.format_env(stack.up()))
+        elif cmd == "down":
+            stack.down()
+        elif cmd == "status":
+            status = stack.status()
+            if args.json:
+                print(json.dumps(status, indent=2))
+            else:
+                print(Stack.format_status(status))
+            return 0 if all(s["running"] for s in status.values()) else 1
+        elif cmd == "env":
+            sys.stdout.write(Stack.format_env(stack.env(check=True)))
+        elif cmd == "promote":
+            stack.promote()
+        elif cmd == "delay":
+            stack.set_apply_delay(args.seconds)
+        elif cmd == "stop" and args.node is None:
+            stack.stop_all()
+        else:
+            getattr(stack, cmd)(args.node)
+            if cmd in ("kill", "hang", "resume"):
+                print(f"devstack: [{stack.name}] {cmd}: {args.node}", file=sys.stderr)
+        return 0
+    except DevstackError as e:
+        print(f"devstack: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("devstack: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
