@@ -23,6 +23,8 @@ graceful_timeout = 20
 keepalive = 5
 # Oversized bearer tokens must reach the JSON error path (token_not_valid), not gunicorn's HTML 400.
 limit_request_field_size = 32768
+# gunicorn 27's control socket defaults to one path per user: several servers on one machine would share it.
+control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'

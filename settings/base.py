@@ -91,8 +91,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
-# Serve admin and Swagger UI assets straight from the installed apps: no collectstatic step to forget.
+# Serve admin and Swagger UI assets straight from the installed apps (no STATIC_ROOT, no collectstatic).
 WHITENOISE_USE_FINDERS = True
 
 REST_FRAMEWORK = {
