@@ -33,3 +33,13 @@ def auth_client(user) -> APIClient:
 @pytest.fixture
 def product(db):
     return ProductFactory(stock=10)
+
+
+@pytest.fixture
+def other_user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def other_client(other_user) -> APIClient:
+    return client_for(other_user)

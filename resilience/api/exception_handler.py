@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -72,6 +73,14 @@ def render_exception(exc: Exception, request: HttpRequest | None) -> Response:
         for name, value in exc.headers.items():
             response[name] = value
         return response
+
+    # Django raises these while DRF reads the body (over DATA_UPLOAD_MAX_MEMORY_SIZE, ...): the client's
+    # fault, answered the way Django's own handler400 would, never as a 500.
+    if isinstance(exc, RequestDataTooBig):
+        return Response(error_body(request, "request_too_large", "The request body is too large."), status=413)
+    if isinstance(exc, SuspiciousOperation):
+        logger.warning("suspicious request refused: %s", exc)
+        return Response(error_body(request, "bad_request", "The request is malformed."), status=400)
 
     if isinstance(exc, drf.APIException):
         code = next((code for cls, code in _DRF_CODES if isinstance(exc, cls)), "error")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from drf_spectacular.utils import OpenApiResponse
 
 from resilience.api.serializers import ErrorEnvelopeSerializer
@@ -27,3 +31,20 @@ def error_responses(*statuses: int, **descriptions: str) -> dict[int, OpenApiRes
         )
         for status in statuses
     }
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """Documents ``Authorization: Bearer <JWT>`` so the schema lists the security scheme (and Swagger UI can log in).
+
+    Registered by being defined: this module is imported by every API module.
+    """
+
+    target_class = "resilience.auth.authentication.BearerTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return build_bearer_security_scheme_object(
+            header_name="HTTP_AUTHORIZATION",
+            token_prefix="Bearer",  # noqa: S106 - the scheme's name, not a secret
+            bearer_format="JWT",
+        )

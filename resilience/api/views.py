@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 
 from resilience.api.exception_handler import error_body
 
 
+# Exempt: otherwise a POST to an unknown /api/ path gets Django's HTML "CSRF verification failed" 403
+# instead of the 404 envelope. The view changes nothing, so there is nothing for CSRF to protect.
+@csrf_exempt
 def api_route_not_found(request: HttpRequest, path: str = "") -> JsonResponse:
     """Catch-all for unknown routes under ``/api/``."""
     return JsonResponse(error_body(request, "not_found", "No API endpoint at this path."), status=404)
@@ -40,3 +44,11 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
     if _wants_json(request):
         return JsonResponse(error_body(request, "permission_denied", "You may not do this."), status=403)
     return defaults.permission_denied(request, exception)
+
+
+def method_not_allowed(request: HttpRequest, *, allowed: tuple[str, ...]) -> JsonResponse:
+    """A 405 envelope for plain Django views (DRF views get theirs from the exception handler)."""
+    body = error_body(request, "method_not_allowed", f'Method "{request.method}" not allowed.')
+    response = JsonResponse(body, status=405)
+    response["Allow"] = ", ".join(allowed)
+    return response

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import jwt
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
 from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 
 from resilience.errors import TokenNotValidError
@@ -53,16 +57,41 @@ def token_decode(raw: str | bytes, token_class: type[Token]) -> Token:
         raise TokenNotValidError(_reason(exc, raw)) from exc
 
 
+def token_user(token: Token) -> AbstractBaseUser:
+    """The active user a verified token names, or TokenNotValidError (``user_unknown``, ``user_inactive``)."""
+    user_id = token.get(api_settings.USER_ID_CLAIM)
+    if user_id is None or not isinstance(user_id, int | str):
+        raise TokenNotValidError("malformed")
+    user_model = get_user_model()
+    try:
+        user = user_model.objects.get(**{api_settings.USER_ID_FIELD: user_id})
+    except (user_model.DoesNotExist, ValueError, TypeError) as exc:
+        raise TokenNotValidError("user_unknown") from exc
+    if not user.is_active:
+        raise TokenNotValidError("user_inactive")
+    return user
+
+
 def tokens_for_user(user: AbstractBaseUser) -> dict[str, str]:
     """A fresh refresh/access pair for this user."""
     refresh = RefreshToken.for_user(user)
     return {"access": str(refresh.access_token), "refresh": str(refresh)}
 
 
+@transaction.atomic
 def refresh_rotate(raw_refresh: str) -> dict[str, str]:
-    """Exchange a refresh token for a new pair; the old refresh token is blacklisted (rotation)."""
+    """Exchange a refresh token for a new pair; the old refresh token is blacklisted (rotation).
+
+    The old token's outstanding row is locked while it is checked and blacklisted, so two concurrent
+    refreshes with one token cannot both succeed.
+    """
     refresh = token_decode(raw_refresh, RefreshToken)
     assert isinstance(refresh, RefreshToken)
+    token_user(refresh)  # a deleted or deactivated account gets no new tokens
+    refresh.outstand()  # make sure its row exists, then hold it
+    locked = OutstandingToken.objects.select_for_update().get(jti=refresh[api_settings.JTI_CLAIM])
+    if BlacklistedToken.objects.filter(token=locked).exists():
+        raise TokenNotValidError("blacklisted")
     access = str(refresh.access_token)
     refresh.blacklist()
     refresh.set_jti()

@@ -10,7 +10,8 @@ class IdempotencyRecord(models.Model):
     key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the canonical request body.")
     response_status = models.PositiveSmallIntegerField()
-    response_body = models.JSONField(null=True)
+    # Kept as the JSON text that was sent (not jsonb, which reorders keys): a replay is the same body.
+    response_body = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -53,14 +53,14 @@ def idempotent_call(
         user=user,
         scope=scope,
         key=key,
-        defaults={"fingerprint": fingerprint, "response_status": 0, "response_body": None},
+        defaults={"fingerprint": fingerprint, "response_status": 0, "response_body": ""},
     )
     if not created:
         if record.fingerprint != fingerprint:
             raise IdempotencyKeyMismatchError()
-        return IdempotentResponse(status=record.response_status, body=record.response_body, replayed=True)
+        return IdempotentResponse(status=record.response_status, body=json.loads(record.response_body), replayed=True)
     status, body = handler()
     record.response_status = status
-    record.response_body = json.loads(json.dumps(body, cls=DjangoJSONEncoder))
+    record.response_body = json.dumps(body, cls=DjangoJSONEncoder)
     record.save(update_fields=["response_status", "response_body"])
     return IdempotentResponse(status=status, body=body, replayed=False)

@@ -32,6 +32,9 @@ class PublicApi(APIView):
 
 
 class CategoryListApi(PublicApi):
+    # Read by drf-spectacular too: the schema then documents the page, not a bare array.
+    pagination_class = StrictPageNumberPagination
+
     @extend_schema(
         responses={200: CategoryOutputSerializer(many=True), **error_responses(400, 404)},
         parameters=[OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
@@ -39,12 +42,14 @@ class CategoryListApi(PublicApi):
         summary="List categories",
     )
     def get(self, request: Request) -> Response:
-        paginator = StrictPageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(category_list(), request, view=self)
         return paginator.get_paginated_response(CategoryOutputSerializer(page, many=True).data)
 
 
 class ProductListApi(PublicApi):
+    pagination_class = StrictPageNumberPagination
+
     class FilterSerializer(serializers.Serializer):
         category = serializers.CharField(required=False, max_length=120)
         q = serializers.CharField(required=False, max_length=200, allow_blank=True)
@@ -66,7 +71,7 @@ class ProductListApi(PublicApi):
         ref = filters.validated_data.get("category")
         category = category_get_by_ref(ref=ref) if ref else None
         products = product_list(category=category, query=filters.validated_data.get("q"))
-        paginator = StrictPageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(products, request, view=self)
         return paginator.get_paginated_response(ProductOutputSerializer(page, many=True).data)
 

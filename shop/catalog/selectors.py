@@ -14,7 +14,8 @@ def category_list() -> QuerySet[Category]:
 
 def category_get_by_ref(*, ref: str) -> Category:
     """A category by id (digits) or slug; a validation error naming ``category`` when there is none."""
-    lookup = {"id": int(ref)} if ref.isdigit() and len(ref) < 19 else {"slug": ref}
+    # isdigit() alone accepts "²" and other Unicode digits that int() refuses: only ASCII digits are an id.
+    lookup = {"id": int(ref)} if ref.isascii() and ref.isdigit() and len(ref) < 19 else {"slug": ref}
     category = Category.objects.filter(**lookup).first()
     if category is None:
         raise FieldValidationError({"category": [f"No category with id or slug {ref!r}."]})

@@ -40,6 +40,9 @@ class OrderCheckoutInputSerializer(StrictInputSerializer):
 
 
 class OrderListCreateApi(APIView):
+    # Read by drf-spectacular too: the schema then documents the page, not a bare array.
+    pagination_class = StrictPageNumberPagination
+
     @extend_schema(
         responses={200: OrderOutputSerializer(many=True), **error_responses(400, 401, 404)},
         parameters=[OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
@@ -47,7 +50,7 @@ class OrderListCreateApi(APIView):
         summary="Your orders, newest first",
     )
     def get(self, request: Request) -> Response:
-        paginator = StrictPageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(order_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(OrderOutputSerializer(page, many=True).data)
 
@@ -80,10 +83,10 @@ class OrderListCreateApi(APIView):
     )
     def post(self, request: Request) -> Response:
         body = request.data
-        OrderCheckoutInputSerializer(data=body).is_valid(raise_exception=True)
         key = request.headers.get(IDEMPOTENCY_HEADER)
 
         def place() -> tuple[int, dict]:
+            OrderCheckoutInputSerializer(data=body).is_valid(raise_exception=True)
             return status.HTTP_201_CREATED, OrderOutputSerializer(order_place(user=request.user)).data
 
         if key is None:
@@ -91,6 +94,7 @@ class OrderListCreateApi(APIView):
             return Response(data, status=http_status)
         if not _SANE_KEY.match(key):
             raise FieldValidationError({IDEMPOTENCY_HEADER: ["Use 1 to 255 visible ASCII characters."]})
+        # The key is checked before the body: a used key with another body is a 422 even if that body is invalid.
         result = idempotent_call(user=request.user, scope="orders.create", key=key, request_body=body, handler=place)
         response = Response(result.body, status=result.status)
         if result.replayed:
