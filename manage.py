@@ -1,5 +1,9 @@
 #!/usr/bin/env python
-"""Django's command-line utility. A broken environment stops here with one clear report (exit 2)."""
+"""Django's command-line utility.
+
+``validate_env`` runs before Django's set-up, so it works when the settings cannot load. Any other
+command with a broken environment stops here with one report listing every problem (exit 2).
+"""
 
 import os
 import sys
@@ -7,6 +11,10 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.base")
+    if sys.argv[1:2] == ["validate_env"]:
+        from resilience.config.validate import main as validate_env
+
+        sys.exit(validate_env(sys.argv[2:]))
     from resilience.config import ConfigError, load_config
 
     try:

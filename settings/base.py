@@ -11,10 +11,22 @@ from resilience.config import load_config
 BASE_DIR = Path(__file__).resolve().parent.parent
 CONFIG = load_config()
 
+BULWARK_CONFIG = CONFIG
 SECRET_KEY = CONFIG.secret_key
 DEBUG = CONFIG.debug
 ALLOWED_HOSTS = CONFIG.allowed_hosts
 BULWARK_ENV = CONFIG.django_env
+
+# Production rules: HTTPS only (health and metrics stay reachable over HTTP for probes), secure cookies.
+SECURE_PROXY_SSL_HEADER = CONFIG.proxy_ssl_header
+if CONFIG.is_production:
+    SECURE_SSL_REDIRECT = CONFIG.ssl_redirect
+    SECURE_REDIRECT_EXEMPT = [r"^health(/.*)?$", r"^metrics/?$"]
+    SECURE_HSTS_SECONDS = 31_536_000
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -11,9 +11,25 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 
+from resilience.auth.backend import KeyedTokenBackend, KeyRejectedError
 from resilience.errors import TokenNotValidError
 
 MAX_TOKEN_BYTES = 8192
+_BACKEND = KeyedTokenBackend()
+
+
+class KeyedAccessToken(AccessToken):
+    """An access token signed with the active key and verified by its ``kid``."""
+
+    _token_backend = _BACKEND
+
+
+class KeyedRefreshToken(RefreshToken):
+    """A refresh token signed with the active key and verified by its ``kid``; its access tokens too."""
+
+    _token_backend = _BACKEND
+    access_token_class = KeyedAccessToken
+
 
 # simplejwt reports problems as messages; these fragments name them (checked in order).
 _REASONS = (
@@ -29,6 +45,8 @@ _REASONS = (
 def _reason(exc: TokenError, raw: str) -> str:
     if isinstance(exc, ExpiredTokenError):
         return "expired"
+    if isinstance(exc.__cause__, KeyRejectedError):
+        return exc.__cause__.reason
     text = str(exc.args[0]) if exc.args else ""
     for fragment, reason in _REASONS:
         if fragment in text:
@@ -74,7 +92,7 @@ def token_user(token: Token) -> AbstractBaseUser:
 
 def tokens_for_user(user: AbstractBaseUser) -> dict[str, str]:
     """A fresh refresh/access pair for this user."""
-    refresh = RefreshToken.for_user(user)
+    refresh = KeyedRefreshToken.for_user(user)
     return {"access": str(refresh.access_token), "refresh": str(refresh)}
 
 
@@ -85,7 +103,7 @@ def refresh_rotate(raw_refresh: str) -> dict[str, str]:
     The old token's outstanding row is locked while it is checked and blacklisted, so two concurrent
     refreshes with one token cannot both succeed.
     """
-    refresh = token_decode(raw_refresh, RefreshToken)
+    refresh = token_decode(raw_refresh, KeyedRefreshToken)
     assert isinstance(refresh, RefreshToken)
     token_user(refresh)  # a deleted or deactivated account gets no new tokens
     refresh.outstand()  # make sure its row exists, then hold it
@@ -103,12 +121,12 @@ def refresh_rotate(raw_refresh: str) -> dict[str, str]:
 
 def refresh_blacklist(raw_refresh: str) -> None:
     """Log out: the refresh token can never be used again."""
-    refresh = token_decode(raw_refresh, RefreshToken)
+    refresh = token_decode(raw_refresh, KeyedRefreshToken)
     assert isinstance(refresh, RefreshToken)
     refresh.blacklist()
 
 
 def access_decode(raw: str | bytes) -> AccessToken:
-    token = token_decode(raw, AccessToken)
+    token = token_decode(raw, KeyedAccessToken)
     assert isinstance(token, AccessToken)
     return token

@@ -11,7 +11,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from resilience.config.loader import read_dotenv
+from resilience.config.reader import read_dotenv
 
 DEVELOPMENT_DEFAULTS = {"DJANGO_ENV": "development", "ALLOWED_HOSTS": "127.0.0.1,localhost"}
 

@@ -1,4 +1,8 @@
-"""The environment schema: every variable Bulwark reads, its type, level, default and SPOF area."""
+"""The environment schema: every variable Bulwark reads, its type, level, default, secrecy and SPOF area.
+
+It is the single source for the settings (through :mod:`resilience.config.loader`), ``.env.example``
+and the README's table (:mod:`resilience.config.docs`) and ``manage.py validate_env``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,29 @@ from typing import Literal
 
 Kind = Literal["str", "secret", "url", "int", "bool", "duration", "list", "choice"]
 Level = Literal["required", "recommended", "optional"]
+
+# The seed's eight areas, in the order /health and validate_env show them.
+AREAS: tuple[str, ...] = (
+    "database",
+    "authentication",
+    "configuration",
+    "logging",
+    "telemetry",
+    "serving",
+    "rateLimit",
+    "circuitBreakers",
+)
+CRITICAL_AREAS = frozenset({"database", "authentication", "configuration"})
+AREA_TITLES = {
+    "database": "Database",
+    "authentication": "Authentication",
+    "configuration": "Configuration",
+    "logging": "Logging",
+    "telemetry": "Telemetry",
+    "serving": "Serving",
+    "rateLimit": "Cache and rate limiting",
+    "circuitBreakers": "External services and circuit breakers",
+}
 
 
 @dataclass(frozen=True)
@@ -20,43 +47,38 @@ class Var:
     help: str
     default: str | None = None
     choices: tuple[str, ...] = ()
-
-    @property
-    def secret(self) -> bool:
-        return self.kind == "secret" or self.name in SECRET_URLS
+    secret: bool = False
 
 
-# URLs that may carry a password: never printed, and accepted as NAME_FILE too.
-SECRET_URLS = frozenset({"DATABASE_URL", "DATABASE_REPLICA_URLS", "REDIS_URL"})
+def _secret(name: str, level: Level, area: str, help: str) -> Var:
+    return Var(name, "secret", level, area, help, secret=True)
+
 
 SCHEMA: tuple[Var, ...] = (
-    Var(
-        "SECRET_KEY",
-        "secret",
-        "required",
-        "configuration",
-        "Django's signing key: at least 50 characters, at least 5 distinct.",
-    ),
+    _secret("SECRET_KEY", "required", "configuration", "Django's signing key: at least 50 characters, 5 distinct."),
     Var(
         "DATABASE_URL",
         "url",
         "required",
         "database",
-        "PostgreSQL primary, e.g. postgres://user:pass@host:5432/db (or give DB_HOST, DB_PORT, "
-        "DB_USERNAME, DB_PASSWORD, DB_NAME).",
+        "PostgreSQL primary, e.g. postgres://user:pass@host:5432/db; several hosts allowed "
+        "(h1:5432,h2:5432?target_session_attrs=read-write). Or give the DB_* variables.",
+        secret=True,
     ),
-    Var("DB_HOST", "str", "optional", "database", "Primary host (alias DB_HOST_PRIMARY), when DATABASE_URL is absent."),
-    Var("DB_PORT", "int", "optional", "database", "Primary port, with DB_HOST.", default="5432"),
+    Var("DB_HOST", "str", "optional", "database", "Primary host when DATABASE_URL is absent (alias DB_HOST_PRIMARY)."),
+    Var("DB_HOST_PRIMARY", "str", "optional", "database", "Alias of DB_HOST."),
+    Var("DB_PORT", "int", "optional", "database", "Port of DB_HOST and DB_HOST_REPLICA.", default="5432"),
     Var("DB_USERNAME", "str", "optional", "database", "Database user, with DB_HOST."),
-    Var("DB_PASSWORD", "secret", "optional", "database", "Database password, with DB_HOST."),
+    _secret("DB_PASSWORD", "optional", "database", "Database password, with DB_HOST."),
     Var("DB_NAME", "str", "optional", "database", "Database name, with DB_HOST."),
-    Var("JWT_SECRET", "secret", "required", "authentication", "Active JWT signing secret, at least 32 bytes."),
+    _secret("JWT_SECRET", "required", "authentication", "Active JWT signing secret, at least 32 bytes."),
     Var(
         "DATABASE_REPLICA_URLS",
         "list",
         "recommended",
         "database",
         "Comma-separated read replica URLs (or DB_HOST_REPLICA with the primary's credentials).",
+        secret=True,
     ),
     Var("DB_HOST_REPLICA", "str", "optional", "database", "Replica host, with the DB_* credentials."),
     Var(
@@ -65,20 +87,34 @@ SCHEMA: tuple[Var, ...] = (
         "recommended",
         "rateLimit",
         "Redis for rate limits and the shared cache (rediss:// allowed).",
+        secret=True,
     ),
     Var(
         "OTEL_EXPORTER_OTLP_ENDPOINTS",
         "list",
         "recommended",
         "telemetry",
-        "Comma-separated OTLP endpoints for traces (JAEGER_ENDPOINT accepted too).",
+        "Comma-separated OTLP/HTTP endpoints for traces (JAEGER_ENDPOINT accepted as one).",
     ),
     Var(
+        "JAEGER_ENDPOINT",
+        "url",
+        "optional",
+        "telemetry",
+        "The seed's single trace endpoint; read as one OTLP endpoint.",
+    ),
+    Var(
+        "PROMETHEUS_PORT",
+        "int",
+        "optional",
+        "telemetry",
+        "The seed's metrics port. Not used: metrics are served at /metrics on the web port.",
+    ),
+    _secret(
         "JWT_SECRET_PREV",
-        "secret",
         "optional",
         "authentication",
-        "Previous JWT secret, still accepted for verification.",
+        "Previous JWT secret (at least 32 bytes), still accepted for verification after a rotation.",
     ),
     Var("JWT_EXPIRES_IN", "duration", "optional", "authentication", "Access token lifetime.", default="15m"),
     Var("JWT_REFRESH_EXPIRES_IN", "duration", "optional", "authentication", "Refresh token lifetime.", default="7d"),
@@ -91,8 +127,29 @@ SCHEMA: tuple[Var, ...] = (
         default="production",
         choices=("production", "development"),
     ),
-    Var("DEBUG", "bool", "optional", "configuration", "Django debug mode (development only).", default="false"),
-    Var("ALLOWED_HOSTS", "list", "optional", "serving", "Comma-separated host names this server answers to."),
+    Var("DEBUG", "bool", "optional", "configuration", "Django debug pages; refused in production.", default="false"),
+    Var(
+        "ALLOWED_HOSTS",
+        "list",
+        "optional",
+        "serving",
+        "Comma-separated host names served; required in production (development: localhost).",
+    ),
+    Var(
+        "SECURE_SSL_REDIRECT",
+        "bool",
+        "optional",
+        "serving",
+        "Production: redirect HTTP to HTTPS (/health and /metrics exempt).",
+        default="true",
+    ),
+    Var(
+        "SECURE_PROXY_SSL_HEADER",
+        "str",
+        "optional",
+        "serving",
+        "Header:value a trusted proxy sets on HTTPS requests, e.g. X-Forwarded-Proto:https.",
+    ),
     Var(
         "PAYMENT_GATEWAY_URL",
         "url",
@@ -101,8 +158,33 @@ SCHEMA: tuple[Var, ...] = (
         "Payment gateway base URL; absent = orders stay pending_payment.",
     ),
     Var("DB_CONNECT_TIMEOUT", "int", "optional", "database", "PostgreSQL connect timeout, whole seconds.", default="2"),
+    Var(
+        "DB_REPLICA_MAX_LAG",
+        "duration",
+        "optional",
+        "database",
+        "A replica further behind than this leaves read rotation.",
+        default="30s",
+    ),
+    Var(
+        "RATELIMIT_ENABLED",
+        "bool",
+        "optional",
+        "rateLimit",
+        "false turns every limit off (load tests).",
+        default="true",
+    ),
+    Var(
+        "TRUSTED_PROXY_COUNT",
+        "int",
+        "optional",
+        "rateLimit",
+        "Proxies in front whose X-Forwarded-For entries are trusted for the client IP.",
+        default="0",
+    ),
     Var("WEB_CONCURRENCY", "int", "optional", "serving", "gunicorn worker processes.", default="2"),
     Var("PORT", "int", "optional", "serving", "Port gunicorn listens on (127.0.0.1).", default="8000"),
+    Var("LOG_DIR", "str", "optional", "logging", "Directory for log files; absent = standard output only."),
     Var(
         "LOG_LEVEL",
         "choice",
@@ -111,6 +193,13 @@ SCHEMA: tuple[Var, ...] = (
         "DEBUG, INFO, WARNING or ERROR.",
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    ),
+    Var(
+        "DOTENV_FILE",
+        "str",
+        "optional",
+        "configuration",
+        "The .env file to read (default .env in the project root; `none` reads none). The environment wins.",
     ),
 )
 
