@@ -9,3 +9,6 @@ class IdempotencyRecordAdmin(admin.ModelAdmin):
     list_filter = ["scope", "response_status"]
     search_fields = ["key", "user__username"]
     readonly_fields = ["user", "scope", "key", "fingerprint", "response_status", "response_body", "created_at"]
+
+
+from resilience.controls.admin import ControlAuditEntryAdmin, OperatorControlAdmin  # noqa: E402,F401 - registers them

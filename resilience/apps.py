@@ -1,7 +1,18 @@
+from typing import Any
+
 from django.apps import AppConfig
 from django.conf import settings
 
 from resilience.config.startup import log_config_warnings
+
+
+def update_last_login_best_effort(sender: Any, user: Any, **kwargs: Any) -> None:
+    """Django's own receiver, as bookkeeping: an admin login works while the primary is down."""
+    from django.contrib.auth.models import update_last_login  # models load after the app registry
+
+    from resilience.db.bookkeeping import best_effort
+
+    best_effort("last_login", lambda: update_last_login(sender, user, **kwargs))
 
 
 class ResilienceConfig(AppConfig):
@@ -10,4 +21,8 @@ class ResilienceConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.contrib.auth import user_logged_in
+
         log_config_warnings(settings.BULWARK_CONFIG)
+        user_logged_in.disconnect(dispatch_uid="update_last_login")
+        user_logged_in.connect(update_last_login_best_effort, dispatch_uid="update_last_login_best_effort")

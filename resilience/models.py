@@ -1,5 +1,6 @@
 """Models of the resilience layer (each defined in its own subpackage)."""
 
+from resilience.controls.models import ControlAuditEntry, OperatorControl
 from resilience.idempotency.models import IdempotencyRecord
 
-__all__ = ["IdempotencyRecord"]
+__all__ = ["ControlAuditEntry", "IdempotencyRecord", "OperatorControl"]

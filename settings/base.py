@@ -45,6 +45,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "resilience.observability.request_id.RequestIdMiddleware",
+    "resilience.db.middleware.DatabaseRoutingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -75,18 +76,43 @@ TEMPLATES = [
     },
 ]
 
-# The primary is `default`; replicas are `replica_1`, `replica_2`, ... In this version every query
-# goes to the primary (no router yet); the replica aliases exist for health checks and tooling.
-DATABASES = {"default": {**CONFIG.database, "CONN_MAX_AGE": 60, "CONN_HEALTH_CHECKS": True}}
-for _index, _replica in enumerate(CONFIG.replicas, start=1):
-    # A physical replica copies the primary's test database: never create or migrate it in tests.
-    DATABASES[f"replica_{_index}"] = {
-        **_replica,
+# The primary is `default`; replicas are `replica_1`, `replica_2`, ... The router sends reads to a healthy,
+# current replica and everything else to the primary (resilience/db). Connections carry TCP keepalives; every
+# query runs under a client-side deadline (QUERY_DEADLINE); replicas also get a server-side statement timeout.
+_QUERY_DEADLINE = CONFIG.db_query_timeout.total_seconds()
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3, "keepalives_count": 3}
+
+
+def _database(entry: dict, *, replica: bool) -> dict:
+    options = {**_KEEPALIVES, **entry["OPTIONS"]}
+    if replica:
+        options.setdefault("options", f"-c statement_timeout={int(_QUERY_DEADLINE * 1000)}")
+    database = {
+        **entry,
+        "ENGINE": "resilience.db.backend",
+        "OPTIONS": options,
         "CONN_MAX_AGE": 60,
         "CONN_HEALTH_CHECKS": True,
-        "TEST": {"MIRROR": "default"},
+        "QUERY_DEADLINE": _QUERY_DEADLINE,
     }
+    if replica:
+        # A physical replica copies the primary's test database: never create or migrate it in tests.
+        database["TEST"] = {"MIRROR": "default"}
+    return database
+
+
+DATABASES = {"default": _database(CONFIG.database, replica=False)}
+for _index, _replica in enumerate(CONFIG.replicas, start=1):
+    DATABASES[f"replica_{_index}"] = _database(_replica, replica=True)
+DATABASE_ROUTERS = ["resilience.db.router.FailoverRouter"]
+BULWARK_DB_MONITOR = True  # the per-process node monitor (started by the first request)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Sessions (the admin's) live in signed cookies: logging in and browsing need no database write, so they keep
+# working while the primary is down. A stolen cookie stays valid until it expires: keep the age short.
+SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+SESSION_COOKIE_AGE = 12 * 3600
+SESSION_COOKIE_HTTPONLY = True
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "bulwark"}}
 

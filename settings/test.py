@@ -3,3 +3,5 @@
 from settings.base import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Unit tests set node states themselves; system tests run gunicorn with the real monitor.
+BULWARK_DB_MONITOR = False

@@ -43,3 +43,19 @@ def other_user(db):
 @pytest.fixture
 def other_client(other_user) -> APIClient:
     return client_for(other_user)
+
+
+@pytest.fixture(autouse=True)
+def _reads_on_the_primary_by_default(request):
+    """Unit tests read from the primary: committed writes reach a physical replica asynchronously.
+
+    The router's own tests (marked ``replica_routing``) turn this off and route for real.
+    """
+    from resilience.controls.state import PRIMARY_ONLY_READS, controls_replace
+    from resilience.db.nodes import reset_registry
+
+    reset_registry()
+    controls_replace([] if request.node.get_closest_marker("replica_routing") else [(PRIMARY_ONLY_READS, True)])
+    yield
+    controls_replace([])
+    reset_registry()

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import DatabaseError
 from django.http import Http404, HttpRequest
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -97,8 +98,14 @@ def render_exception(exc: Exception, request: HttpRequest | None) -> Response:
     )
 
 
-def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
-    """DRF ``EXCEPTION_HANDLER``: every API error leaves through here."""
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF ``EXCEPTION_HANDLER``: every API error leaves through here.
+
+    A database failure that is not an AppError is let through (None): the database middleware decides
+    whether to run the request again on another node or to answer 503.
+    """
+    if isinstance(exc, DatabaseError) and not isinstance(exc, AppError):
+        return None
     set_rollback()
     request = context.get("request")
     django_request = getattr(request, "_request", request)

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+
 import jwt
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 
 from resilience.auth.backend import KeyedTokenBackend, KeyRejectedError
+from resilience.db.bookkeeping import best_effort
+from resilience.db.consistency import apply_user_read_after
+from resilience.db.context import primary_reads, read_from_replica
 from resilience.errors import TokenNotValidError
+
+logger = logging.getLogger(__name__)
 
 MAX_TOKEN_BYTES = 8192
 _BACKEND = KeyedTokenBackend()
@@ -29,6 +36,13 @@ class KeyedRefreshToken(RefreshToken):
 
     _token_backend = _BACKEND
     access_token_class = KeyedAccessToken
+
+    @classmethod
+    def for_user(cls, user: AbstractBaseUser) -> KeyedRefreshToken:
+        """A new token for ``user``; its outstanding-token row is bookkeeping, written when the primary can."""
+        token = Token.for_user.__func__(cls, user)  # type: ignore[attr-defined]  # skips simplejwt's hard write
+        best_effort("outstanding refresh token", token.outstand)
+        return token
 
 
 # simplejwt reports problems as messages; these fragments name them (checked in order).
@@ -80,11 +94,18 @@ def token_user(token: Token) -> AbstractBaseUser:
     user_id = token.get(api_settings.USER_ID_CLAIM)
     if user_id is None or not isinstance(user_id, int | str):
         raise TokenNotValidError("malformed")
+    apply_user_read_after(user_id)  # the user's own recent writes (a password change, say) must be visible
     user_model = get_user_model()
+    lookup = {api_settings.USER_ID_FIELD: user_id}
     try:
-        user = user_model.objects.get(**{api_settings.USER_ID_FIELD: user_id})
-    except (user_model.DoesNotExist, ValueError, TypeError) as exc:
+        user = user_model.objects.filter(**lookup).first()
+        if user is None and read_from_replica():
+            with primary_reads():  # an account created a moment ago may not have reached the replica yet
+                user = user_model.objects.filter(**lookup).first()
+    except (ValueError, TypeError) as exc:
         raise TokenNotValidError("user_unknown") from exc
+    if user is None:
+        raise TokenNotValidError("user_unknown")
     if not user.is_active:
         raise TokenNotValidError("user_inactive")
     return user
@@ -96,26 +117,45 @@ def tokens_for_user(user: AbstractBaseUser) -> dict[str, str]:
     return {"access": str(refresh.access_token), "refresh": str(refresh)}
 
 
-@transaction.atomic
 def refresh_rotate(raw_refresh: str) -> dict[str, str]:
     """Exchange a refresh token for a new pair; the old refresh token is blacklisted (rotation).
 
     The old token's outstanding row is locked while it is checked and blacklisted, so two concurrent
-    refreshes with one token cannot both succeed.
+    refreshes with one token cannot both succeed. With the primary down the blacklisting cannot be
+    written: the refresh still succeeds (users stay logged in) and the skipped write is logged.
     """
     refresh = token_decode(raw_refresh, KeyedRefreshToken)
-    assert isinstance(refresh, RefreshToken)
+    assert isinstance(refresh, KeyedRefreshToken)
     token_user(refresh)  # a deleted or deactivated account gets no new tokens
+    try:
+        return _rotate_blacklisting(refresh)
+    except TokenNotValidError:
+        raise
+    except DatabaseError as exc:
+        logger.warning(
+            "refresh without blacklisting the old token (primary unavailable): %s",
+            exc,
+            extra={"event": "refresh_not_blacklisted"},
+        )
+    return _reissue(refresh)
+
+
+@transaction.atomic
+def _rotate_blacklisting(refresh: KeyedRefreshToken) -> dict[str, str]:
     refresh.outstand()  # make sure its row exists, then hold it
     locked = OutstandingToken.objects.select_for_update().get(jti=refresh[api_settings.JTI_CLAIM])
     if BlacklistedToken.objects.filter(token=locked).exists():
         raise TokenNotValidError("blacklisted")
+    BlacklistedToken.objects.create(token=locked)
+    return _reissue(refresh)
+
+
+def _reissue(refresh: KeyedRefreshToken) -> dict[str, str]:
     access = str(refresh.access_token)
-    refresh.blacklist()
     refresh.set_jti()
     refresh.set_exp()
     refresh.set_iat()
-    refresh.outstand()
+    best_effort("outstanding refresh token", refresh.outstand)
     return {"access": access, "refresh": str(refresh)}
 
 

@@ -64,6 +64,8 @@ class Config:
     otlp_endpoints: list[str]
     db_connect_timeout: int
     db_replica_max_lag: timedelta
+    db_query_timeout: timedelta
+    db_failover_mode: str
     ratelimit_enabled: bool
     trusted_proxy_count: int
     web_concurrency: int
@@ -197,6 +199,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         otlp_endpoints=_telemetry_endpoints(reader),
         db_connect_timeout=connect_timeout,
         db_replica_max_lag=reader.duration("DB_REPLICA_MAX_LAG"),
+        db_query_timeout=reader.duration("DB_QUERY_TIMEOUT"),
+        db_failover_mode=reader.choice("DB_FAILOVER_MODE")[0],
         ratelimit_enabled=reader.boolean("RATELIMIT_ENABLED"),
         trusted_proxy_count=reader.integer("TRUSTED_PROXY_COUNT", minimum=0, maximum=10),
         web_concurrency=reader.integer("WEB_CONCURRENCY", minimum=1, maximum=128),

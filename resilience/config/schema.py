@@ -167,6 +167,23 @@ SCHEMA: tuple[Var, ...] = (
         default="30s",
     ),
     Var(
+        "DB_QUERY_TIMEOUT",
+        "duration",
+        "optional",
+        "database",
+        "Client-side deadline for one query: a hung node cannot hold a request longer.",
+        default="10s",
+    ),
+    Var(
+        "DB_FAILOVER_MODE",
+        "choice",
+        "optional",
+        "database",
+        "resilient, or naive (the seed's try-replica-then-primary per request; for benchmarks only).",
+        default="resilient",
+        choices=("resilient", "naive"),
+    ),
+    Var(
         "RATELIMIT_ENABLED",
         "bool",
         "optional",

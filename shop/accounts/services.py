@@ -8,10 +8,12 @@ from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from resilience.auth.tokens import tokens_for_user
+from resilience.db.bookkeeping import best_effort
+from resilience.db.context import primary_reads, read_from_replica
 from resilience.errors import FieldValidationError, InvalidCredentialsError
 
 logger = logging.getLogger(__name__)
@@ -42,11 +44,12 @@ def user_register(*, username: str, email: str, password: str) -> AbstractBaseUs
 def user_login(*, username: str, password: str) -> dict[str, str]:
     """Check the credentials and issue a token pair; ``last_login`` is bookkeeping and never fails the login."""
     user = authenticate(username=username, password=password)
+    if user is None and read_from_replica():
+        # An account registered a moment ago may not have reached the replica yet: ask the primary.
+        with primary_reads():
+            user = authenticate(username=username, password=password)
     if user is None:
         raise InvalidCredentialsError()
     tokens = tokens_for_user(user)
-    try:
-        type(user).objects.filter(pk=user.pk).update(last_login=timezone.now())
-    except DatabaseError as exc:
-        logger.warning("could not record last_login for user %s: %s", user.pk, exc)
+    best_effort("last_login", lambda: type(user).objects.filter(pk=user.pk).update(last_login=timezone.now()))
     return tokens

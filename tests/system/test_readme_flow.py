@@ -12,11 +12,13 @@ pytestmark = pytest.mark.system
 
 
 def test_readme_walkthrough_register_to_order(server) -> None:
+    # A client that keeps cookies (curl -b/-c) gets read-your-writes across the replica; see the README.
+    client = requests.Session()
     base = f"{server.url}/api"
     name = f"walker{uuid.uuid4().hex[:8]}"
     password = "correct horse battery staple"
 
-    registered = requests.post(
+    registered = client.post(
         f"{base}/auth/register/",
         json={"username": name, "email": f"{name}@example.com", "password": password},
         timeout=10,
@@ -24,40 +26,40 @@ def test_readme_walkthrough_register_to_order(server) -> None:
     assert registered.status_code == 201, registered.text
     assert registered.json()["username"] == name
 
-    tokens = requests.post(f"{base}/auth/token/", json={"username": name, "password": password}, timeout=10)
+    tokens = client.post(f"{base}/auth/token/", json={"username": name, "password": password}, timeout=10)
     assert tokens.status_code == 200, tokens.text
     auth = {"Authorization": f"Bearer {tokens.json()['access']}"}
 
-    categories = requests.get(f"{base}/categories/", timeout=10).json()
+    categories = client.get(f"{base}/categories/", timeout=10).json()
     assert categories["count"] >= 5
-    books = requests.get(f"{base}/products/", params={"category": "books", "page_size": 5}, timeout=10).json()
+    books = client.get(f"{base}/products/", params={"category": "books", "page_size": 5}, timeout=10).json()
     assert books["count"] >= 1 and len(books["results"]) <= 5
     product = books["results"][0]
     assert product["category"]["slug"] == "books"
 
-    added = requests.post(
+    added = client.post(
         f"{base}/cart/items/", json={"product_id": product["id"], "quantity": 2}, headers=auth, timeout=10
     )
     assert added.status_code == 201, added.text
     assert added.json()["items"][0]["quantity"] == 2
 
     key = {"Idempotency-Key": uuid.uuid4().hex}
-    order = requests.post(f"{base}/orders/", headers={**auth, **key}, timeout=10)
+    order = client.post(f"{base}/orders/", headers={**auth, **key}, timeout=10)
     assert order.status_code == 201, order.text
     assert order.json()["status"] == "pending_payment"
-    replay = requests.post(f"{base}/orders/", headers={**auth, **key}, timeout=10)
+    replay = client.post(f"{base}/orders/", headers={**auth, **key}, timeout=10)
     assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
     assert replay.json()["id"] == order.json()["id"]
 
-    mine = requests.get(f"{base}/orders/", headers=auth, timeout=10).json()
+    mine = client.get(f"{base}/orders/", headers=auth, timeout=10).json()
     assert [o["id"] for o in mine["results"]] == [order.json()["id"]]
-    detail = requests.get(f"{base}/orders/{order.json()['id']}/", headers=auth, timeout=10)
+    detail = client.get(f"{base}/orders/{order.json()['id']}/", headers=auth, timeout=10)
     assert detail.json()["total"] == order.json()["total"]
-    assert requests.get(f"{base}/cart/", headers=auth, timeout=10).json()["items"] == []
+    assert client.get(f"{base}/cart/", headers=auth, timeout=10).json()["items"] == []
 
-    refreshed = requests.post(f"{base}/auth/token/refresh/", json={"refresh": tokens.json()["refresh"]}, timeout=10)
+    refreshed = client.post(f"{base}/auth/token/refresh/", json={"refresh": tokens.json()["refresh"]}, timeout=10)
     assert refreshed.status_code == 200
-    logout = requests.post(f"{base}/auth/logout/", json={"refresh": refreshed.json()["refresh"]}, timeout=10)
+    logout = client.post(f"{base}/auth/logout/", json={"refresh": refreshed.json()["refresh"]}, timeout=10)
     assert logout.status_code == 204
 
 

@@ -1,0 +1,39 @@
+"""Database errors shown to clients, and the one raised instead of connecting to a node known to be down."""
+
+from __future__ import annotations
+
+import psycopg
+from django.db import DatabaseError
+
+from resilience.errors import AppError
+
+RETRY_AFTER_SECONDS = 5
+
+
+class ReadOnlyModeError(AppError, DatabaseError):
+    """Writes are refused: the primary is down or an operator switched read-only mode on.
+
+    It is a DatabaseError too, so best-effort bookkeeping that catches DatabaseError also catches it.
+    """
+
+    code = "read_only_mode"
+    http_status = 503
+    message = "The shop is in read-only mode for a moment; reading works, writing does not. Retry shortly."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+class DatabaseUnavailableError(AppError):
+    """No database node could answer a read."""
+
+    code = "dependency_unavailable"
+    http_status = 503
+    message = "The database is unavailable; try again shortly."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+class NodeDownError(psycopg.OperationalError):
+    """Raised instead of a connection attempt to a node whose breaker is open (Django wraps it)."""

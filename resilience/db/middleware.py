@@ -1,0 +1,131 @@
+"""Per-request database routing: sets up the routing state, re-runs a request that met a failed node,
+answers writes with ``503 read_only_mode`` when the primary is down, and hands out read-your-writes tokens.
+
+Re-running is safe for GET/HEAD/OPTIONS; a write is re-run only when the primary alias led to a node that
+refused it as read-only (SQLSTATE 25006: nothing was written), after its connection is discarded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError, connections
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from resilience.api.exception_handler import error_body
+from resilience.db import consistency
+from resilience.db.context import RoutingState, routing
+from resilience.db.errors import DatabaseUnavailableError, ReadOnlyModeError
+from resilience.db.monitor import monitor_start
+from resilience.db.nodes import PRIMARY, registry
+from resilience.errors import AppError
+
+logger = logging.getLogger("resilience.db")
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+STALE_HEADER = "X-Data-Stale"
+
+
+class _RetryResponse(HttpResponse):
+    """Marks a request to run once more (it never reaches the client)."""
+
+
+def _error_response(request: HttpRequest, error: AppError) -> HttpResponse:
+    if request.path.startswith("/api/") or "json" in request.headers.get("Accept", ""):
+        response: HttpResponse = JsonResponse(error_body(request, error.code, error.message), status=error.http_status)
+    else:
+        response = HttpResponse(error.message, status=error.http_status, content_type="text/plain; charset=utf-8")
+    for name, value in error.headers.items():
+        response[name] = value
+    return response
+
+
+class DatabaseRoutingMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        monitor_start()
+        safe = request.method in SAFE_METHODS
+        if not safe:
+            try:
+                request.body  # noqa: B018 - read the body now so a retried request can parse it again
+            except RequestDataTooBig:
+                body = error_body(request, "request_too_large", "The request body is too large.")
+                return JsonResponse(body, status=413)
+        state = RoutingState(safe_method=safe, min_lsn=self._client_lsn(request))
+        request._db_routing = state  # type: ignore[attr-defined]
+        with routing(state):
+            response = self.get_response(request)
+            if isinstance(response, _RetryResponse):
+                logger.info(
+                    "re-running %s %s after a database node failed",
+                    request.method,
+                    request.path,
+                    extra={"event": "db_request_retried", "failed": sorted(state.failed)},
+                )
+                response = self.get_response(request)
+                if isinstance(response, _RetryResponse):  # failed again: never loop
+                    response = _error_response(request, self._failure_error(state))
+            if state.wrote:
+                self._hand_out_token(request, response)
+        if state.stale:
+            response[STALE_HEADER] = "true"
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        state: RoutingState | None = getattr(request, "_db_routing", None)
+        if state is None or not isinstance(exception, DatabaseError):
+            return None
+        if isinstance(exception, AppError):  # ReadOnlyModeError from a non-DRF view (the admin)
+            return _error_response(request, exception)
+        if not state.failed:
+            return None  # not a node failure: a bug, reported as one
+        for alias in state.failed:
+            connections[alias].close()
+        if not state.retried and (state.safe_method or state.read_only_refused):
+            state.retried = True
+            state.replica = None
+            state.wrote = False
+            state.read_only_refused = False
+            state.failed.discard(PRIMARY)  # the primary alias reconnects; the failed replicas stay avoided
+            return _RetryResponse()
+        return _error_response(request, self._failure_error(state))
+
+    @staticmethod
+    def _failure_error(state: RoutingState) -> AppError:
+        if not state.safe_method and not registry().primary_available():
+            return ReadOnlyModeError()
+        return DatabaseUnavailableError()
+
+    @staticmethod
+    def _client_lsn(request: HttpRequest) -> int | None:
+        positions = [
+            consistency.lsn_from_token(request.COOKIES.get(consistency.COOKIE)),
+            consistency.lsn_from_token(request.headers.get(consistency.HEADER)),
+        ]
+        known = [lsn for lsn in positions if lsn is not None]
+        return max(known) if known else None
+
+    @staticmethod
+    def _hand_out_token(request: HttpRequest, response: HttpResponse) -> None:
+        if not registry().primary_available():
+            return
+        lsn = consistency.primary_position()
+        if lsn is None:
+            return
+        token = consistency.token_for(lsn)
+        response[consistency.HEADER] = token
+        response.set_cookie(
+            consistency.COOKIE,
+            token,
+            max_age=consistency.TOKEN_MAX_AGE_SECONDS,
+            httponly=True,
+            samesite="Lax",
+            secure=request.is_secure(),
+        )
+        user = getattr(request, "user", None)
+        if user is not None and getattr(user, "is_authenticated", False):
+            consistency.remember_user_lsn(user.pk, lsn)
