@@ -1,0 +1,62 @@
+"""Requests meeting a failed node, with real connection failures (a node address where nothing listens)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from django.conf import settings
+from django.db import connections
+
+from resilience.db.nodes import PRIMARY, registry
+from tests.factories import ProductFactory
+from tests.system.conftest import free_port
+
+REPLICA = "replica_1"
+pytestmark = [
+    pytest.mark.replica_routing,
+    pytest.mark.django_db(transaction=True, databases=[PRIMARY, REPLICA]),
+    pytest.mark.skipif(REPLICA not in settings.DATABASES, reason="needs DATABASE_REPLICA_URLS (make test sets it)"),
+]
+
+
+@contextmanager
+def dead(alias: str) -> Iterator[None]:
+    """The alias points at a port where nothing listens: connecting is refused, as with a killed server."""
+    connection = connections[alias]
+    connection.close()
+    original = connection.settings_dict["PORT"]
+    connection.settings_dict["PORT"] = str(free_port())
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = original
+
+
+def test_a_read_that_meets_a_dead_replica_is_rerun_on_the_primary(client) -> None:
+    ProductFactory(name="Visible")
+    with dead(REPLICA):
+        response = client.get("/api/products/")
+        assert response.status_code == 200
+        assert registry().state(REPLICA).reachable is False
+        again = client.get("/api/products/")  # the breaker is open: straight to the primary
+        assert again.status_code == 200
+    assert [item["name"] for item in response.json()["results"]] == ["Visible"]
+    assert "X-Data-Stale" not in response
+
+
+def test_a_write_with_the_primary_dead_is_read_only_mode_and_reads_continue(client) -> None:
+    ProductFactory()
+    body = {"username": "newcomer", "email": "n@example.com", "password": "correct horse battery staple"}
+    with dead(PRIMARY):
+        first = client.post("/api/auth/register/", body, content_type="application/json")
+        second = client.post("/api/auth/register/", body, content_type="application/json")
+        read = client.get("/api/products/")
+    for response in (first, second):
+        assert response.status_code == 503, response.content
+        assert response.json()["error"]["code"] == "read_only_mode"
+        assert response["Retry-After"].isdigit()
+    assert read.status_code == 200
+    registry().record_probe(PRIMARY, in_recovery=False, lag_seconds=0, lag_bytes=0, replay_lsn=None)
