@@ -5,13 +5,24 @@ environment the defaults are used here and the worker's application load reports
 and exits with code 4, which makes the master stop instead of respawning workers forever.
 """
 
+import logging
+
 from resilience.config import ConfigError, load_config
+from resilience.config.startup import log_config_warnings
 
 try:
     _config = load_config()
     _port, _workers = _config.port, _config.web_concurrency
 except ConfigError:
-    _port, _workers = 8000, 1
+    _config, _port, _workers = None, 8000, 1
+
+
+def on_starting(server: object) -> None:
+    """The master logs the configuration's warnings once; the workers it forks do not repeat them."""
+    if _config is not None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        log_config_warnings(_config)
+
 
 wsgi_app = "settings.wsgi:application"
 bind = [f"127.0.0.1:{_port}"]

@@ -15,13 +15,9 @@ def main() -> None:
         from resilience.config.validate import main as validate_env
 
         sys.exit(validate_env(sys.argv[2:]))
-    from resilience.config import ConfigError, load_config
+    from resilience.config.startup import config_or_exit
 
-    try:
-        load_config()
-    except ConfigError as exc:
-        print(exc.report(), file=sys.stderr)
-        sys.exit(2)
+    config_or_exit(exit_code=2)
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

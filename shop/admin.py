@@ -1,10 +1,14 @@
 """Django admin for the shop: search, filters, order lines inline. Staff only."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from shop.cart.models import Cart, CartItem
 from shop.catalog.models import Category, Product
+from shop.orders.exceptions import OrderNotCancellableError
 from shop.orders.models import Order, OrderItem
+from shop.orders.services import order_cancel
 from shop.payments.models import Payment
 
 
@@ -67,12 +71,31 @@ class PaymentInline(admin.TabularInline):
         return False
 
 
+@admin.action(description="Cancel selected orders pending payment (stock is returned)")
+def cancel_orders(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+    cancelled, refused = 0, []
+    for order in queryset:
+        try:
+            order_cancel(user=order.user, order_id=order.pk)
+            cancelled += 1
+        except OrderNotCancellableError:
+            refused.append(f"#{order.pk} ({order.status})")
+    if cancelled:
+        modeladmin.message_user(request, f"Cancelled {cancelled} order(s); their stock is back.", messages.SUCCESS)
+    if refused:
+        modeladmin.message_user(
+            request, f"Not cancelled (not pending payment): {', '.join(refused)}.", messages.WARNING
+        )
+
+
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
     list_display = ["id", "user", "status", "total", "currency", "created_at"]
+    actions = [cancel_orders]
     list_filter = ["status", "created_at"]
     search_fields = ["id", "user__username", "user__email", "items__sku"]
-    readonly_fields = ["user", "total", "currency", "created_at", "updated_at"]
+    # Status changes go through services (cancel returns stock), never through a free edit.
+    readonly_fields = ["user", "status", "total", "currency", "created_at", "updated_at"]
     date_hierarchy = "created_at"
     inlines = [OrderItemInline, PaymentInline]
 

@@ -12,8 +12,6 @@ from resilience.config.loader import PROJECT_ROOT
 from resilience.config.schema import SCHEMA
 
 _EXAMPLES = {
-    "SECRET_KEY": "<at least 50 random characters: python -c 'import secrets; print(secrets.token_urlsafe(64))'>",
-    "JWT_SECRET": "<at least 32 random bytes: python -c 'import secrets; print(secrets.token_urlsafe(48))'>",
     "DATABASE_URL": "postgres://bulwark:password@127.0.0.1:5432/bulwark",
     "DATABASE_REPLICA_URLS": "postgres://bulwark:password@127.0.0.1:5433/bulwark",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -31,6 +29,8 @@ def env_example() -> str:
     ]
     for var in SCHEMA:
         lines.append(f"# {var.help} [{var.level}, area: {var.area}]")
+        if var.secret and var.name not in _EXAMPLES:
+            lines.append("# Generate: python -c 'import secrets; print(secrets.token_urlsafe(64))'")
         value = _EXAMPLES.get(var.name, var.default or "")
         prefix = "" if var.level in ("required", "recommended") else "# "
         lines.append(f"{prefix}{var.name}={value}")

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from resilience.config.database import read_databases
 from resilience.config.reader import EnvReader, Finding, read_dotenv
+from resilience.config.schema import SCHEMA
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEVELOPMENT_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
@@ -70,7 +71,6 @@ class Config:
     trusted_proxy_count: int
     web_concurrency: int
     port: int
-    log_dir: Path | None
     log_level: str
     warnings: list[Finding] = field(default_factory=list)
     provided: frozenset[str] = frozenset()  # the variables that were set (names only)
@@ -94,7 +94,10 @@ def dotenv_path(environ: Mapping[str, str]) -> Path | None:
 
 
 def environment() -> dict[str, str]:
-    """The process environment over the ``.env`` file's values."""
+    """The process environment over the ``.env`` file's values.
+
+    A ``DOTENV_FILE`` that names no file is kept visible: :func:`load_config` reports it.
+    """
     path = dotenv_path(os.environ)
     return {**(read_dotenv(path) if path else {}), **os.environ}
 
@@ -132,6 +135,20 @@ def _telemetry_endpoints(reader: EnvReader) -> list[str]:
     return endpoints
 
 
+def _check_kinds(reader: EnvReader) -> None:
+    """Every other variable that is set must still be of its declared kind (e.g. PROMETHEUS_PORT a number)."""
+    for var in SCHEMA:
+        value = reader.raw(var.name)
+        if value is None or reader.has_error(var.name):
+            continue
+        if var.kind == "int":
+            reader.integer(var.name, minimum=0)
+        elif var.kind == "bool":
+            reader.boolean(var.name)
+        elif var.kind == "duration":
+            reader.duration(var.name)
+
+
 def _spof_warnings(reader: EnvReader, config: Config) -> None:
     if not config.database_has_failover:
         reader.warning(
@@ -149,10 +166,17 @@ def _spof_warnings(reader: EnvReader, config: Config) -> None:
 def load_config(environ: Mapping[str, str] | None = None) -> Config:
     """Validate the environment (plus ``.env``) and return it typed, or raise ConfigError listing every problem."""
     reader = EnvReader(environment() if environ is None else environ)
+    chosen = reader.raw("DOTENV_FILE")
+    if chosen and chosen.lower() != "none" and not Path(chosen).is_file():
+        reader.error("DOTENV_FILE", f"{chosen} is not a file; point it at your .env file, or use none.")
 
     secret_key = reader.text("SECRET_KEY") or ""
-    if secret_key and (len(secret_key) < 50 or len(set(secret_key)) < 5):
-        reader.error("SECRET_KEY", "too weak; it needs at least 50 characters and at least 5 distinct ones.")
+    if secret_key and (len(secret_key) < 50 or len(set(secret_key)) < 5 or secret_key.startswith("django-insecure-")):
+        reader.error(
+            "SECRET_KEY",
+            "too weak; it needs at least 50 characters, at least 5 distinct ones, and no "
+            "'django-insecure-' prefix (generate one: python -c 'import secrets; print(secrets.token_urlsafe(64))').",
+        )
     jwt_secret = reader.text("JWT_SECRET") or ""
     jwt_secret_prev = reader.raw("JWT_SECRET_PREV")
     for name, secret in (("JWT_SECRET", jwt_secret), ("JWT_SECRET_PREV", jwt_secret_prev)):
@@ -179,7 +203,6 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
                 "true is refused in production: it shows internals to every visitor. "
                 "Use DJANGO_ENV=development on a development machine.",
             )
-    log_dir = reader.raw("LOG_DIR")
 
     config = Config(
         secret_key=secret_key,
@@ -205,10 +228,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         trusted_proxy_count=reader.integer("TRUSTED_PROXY_COUNT", minimum=0, maximum=10),
         web_concurrency=reader.integer("WEB_CONCURRENCY", minimum=1, maximum=128),
         port=reader.integer("PORT", minimum=1, maximum=65535),
-        log_dir=Path(log_dir) if log_dir else None,
         log_level=reader.choice("LOG_LEVEL")[0],
         provided=frozenset(reader.present),
     )
+    _check_kinds(reader)
     _spof_warnings(reader, config)
     if any(finding.severity == "error" for finding in reader.findings):
         raise ConfigError(reader.findings, frozenset(reader.present))

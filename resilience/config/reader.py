@@ -54,11 +54,24 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
+MAX_DURATION = timedelta(days=3650)
+
+
 def parse_duration(value: str) -> timedelta | None:
+    """``15m``, ``24h``, ``7d`` or bare seconds; None when not a duration or beyond ten years."""
     match = _DURATION.match(value)
-    if not match:
+    if not match or len(match.group(1)) > 12:
         return None
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    return timedelta(seconds=seconds) if seconds <= MAX_DURATION.total_seconds() else None
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 class EnvReader:
@@ -68,6 +81,8 @@ class EnvReader:
         self.environ = environ
         self.findings: list[Finding] = []
         self.present: set[str] = set()
+        self._raw: dict[str, str | None] = {}
+        self._file_problem: set[str] = set()
 
     def error(self, name: str, message: str) -> None:
         self.findings.append(Finding("error", name, self._area(name), message))
@@ -85,14 +100,25 @@ class EnvReader:
         return "the value given" if SCHEMA_BY_NAME[name].secret else repr(value)
 
     def raw(self, name: str) -> str | None:
-        """The stripped value (from NAME_FILE when given), or None when absent or blank."""
+        """The stripped value (from NAME_FILE when given), or None when absent or blank. Read once per name."""
+        if name not in self._raw:
+            self._raw[name] = self._read(name)
+        return self._raw[name]
+
+    def _read(self, name: str) -> str | None:
         file_name = f"{name}_FILE"
         if self.environ.get(file_name, "").strip():
             path = Path(self.environ[file_name].strip())
             try:
                 value = path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                self.error(file_name, f"cannot read {path} ({exc.strerror}); give a readable file.")
+            except (OSError, UnicodeDecodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                self._file_problem.add(name)
+                self.error(file_name, f"cannot read {path} ({why}); give a readable text file.")
+                return None
+            if not value:
+                self._file_problem.add(name)
+                self.error(file_name, f"{path} is empty; it must hold the value of {name}.")
                 return None
         else:
             value = (self.environ.get(name) or "").strip()
@@ -103,9 +129,15 @@ class EnvReader:
     def text(self, name: str) -> str | None:
         value = self.raw(name)
         var = SCHEMA_BY_NAME[name]
-        if value is None and var.level == "required" and f"{name}_FILE" not in self.environ:
+        if value is None and var.level == "required" and name not in self._file_problem:
             self.error(name, f"missing. {var.help}")
         return value if value is not None else var.default
+
+    def has_error(self, name: str) -> bool:
+        return any(f.severity == "error" and f.name in (name, f"{name}_FILE") for f in self.findings)
+
+    def missing_reported(self, name: str) -> bool:
+        return name in self._file_problem
 
     def integer(self, name: str, minimum: int = 0, maximum: int | None = None) -> int:
         var = SCHEMA_BY_NAME[name]
@@ -152,14 +184,19 @@ class EnvReader:
         return [item.strip() for item in value.split(",") if item.strip()] if value else []
 
     def url(self, name: str, schemes: set[str], example: str, value: str | None = None) -> str | None:
-        """A URL with one of ``schemes`` and a host, or None and an error."""
+        """A URL with one of ``schemes``, a host and a valid port (if any), or None and an error."""
         value = value if value is not None else self.raw(name)
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "unix"):
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+            valid = parts.scheme in schemes and bool(parts.netloc or parts.scheme == "unix")
+        except ValueError:
+            valid = False
+        if not valid:
             self.error(
-                name, f"{self._shown(name, value)} is not a {'/'.join(sorted(schemes))} URL; use e.g. {example}."
+                name, f"{self._shown(name, value)} is not a valid {'/'.join(sorted(schemes))} URL; use e.g. {example}."
             )
             return None
         return value

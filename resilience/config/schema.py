@@ -201,7 +201,6 @@ SCHEMA: tuple[Var, ...] = (
     ),
     Var("WEB_CONCURRENCY", "int", "optional", "serving", "gunicorn worker processes.", default="2"),
     Var("PORT", "int", "optional", "serving", "Port gunicorn listens on (127.0.0.1).", default="8000"),
-    Var("LOG_DIR", "str", "optional", "logging", "Directory for log files; absent = standard output only."),
     Var(
         "LOG_LEVEL",
         "choice",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from resilience.config.loader import Config
-from resilience.config.reader import Finding
+from resilience.config.reader import Finding, format_duration
 from resilience.config.schema import AREAS, CRITICAL_AREAS, SCHEMA
 
 Level = Literal["ok", "warning", "error"]
@@ -58,7 +58,9 @@ def _database(config: Config, report: AreaReport) -> None:
 
 
 def _authentication(config: Config, report: AreaReport) -> None:
-    lifetimes = f"access {config.jwt_access_lifetime}, refresh {config.jwt_refresh_lifetime}"
+    lifetimes = (
+        f"access {format_duration(config.jwt_access_lifetime)}, refresh {format_duration(config.jwt_refresh_lifetime)}"
+    )
     report.add("ok", "JWT_SECRET", f"active signing key set ({lifetimes})")
     if config.jwt_secret_prev:
         report.add("ok", "JWT_SECRET_PREV", "previous key accepted: tokens it signed stay valid")
@@ -72,9 +74,8 @@ def _configuration(config: Config, report: AreaReport) -> None:
 
 
 def _logging(config: Config, report: AreaReport) -> None:
-    where = f"files in {config.log_dir}" if config.log_dir else "standard output"
-    report.add("ok", "LOG_LEVEL", f"{config.log_level}, to {where}")
-    report.detail = f"logs to {where}"
+    report.add("ok", "LOG_LEVEL", f"{config.log_level}, to standard output")
+    report.detail = "logs to standard output, collected by the process manager"
 
 
 def _telemetry(config: Config, report: AreaReport) -> None:
@@ -100,18 +101,18 @@ def _serving(config: Config, report: AreaReport) -> None:
 def _rate_limit(config: Config, report: AreaReport) -> None:
     report.add("ok", "RATELIMIT_ENABLED", "limits on" if config.ratelimit_enabled else "limits OFF (load tests only)")
     if config.redis_url:
-        report.add("ok", "REDIS_URL", "shared counters in Redis, process memory when Redis fails")
-        report.detail = "Redis with a memory fallback"
+        report.add("ok", "REDIS_URL", "set: a shared store for counters and the cache")
+        report.detail = "Redis configured"
     else:
-        report.at_risk("no Redis: limits are counted per process only")
+        report.at_risk("no Redis: counters and the cache live in each process only")
 
 
 def _circuit_breakers(config: Config, report: AreaReport) -> None:
     if config.payment_gateway_url:
-        report.add("ok", "PAYMENT_GATEWAY_URL", "payments collected online; orders stay pending when it fails")
+        report.add("ok", "PAYMENT_GATEWAY_URL", "set: a gateway to collect payments")
     else:
-        report.add("ok", "PAYMENT_GATEWAY_URL", "not set: orders stay pending_payment until collected")
-    report.detail = "external calls time out and fall back; no checkout waits on them"
+        report.add("ok", "PAYMENT_GATEWAY_URL", "not set: orders stay pending_payment, checkout calls nothing outside")
+    report.detail = "checkout never waits on an external service"
 
 
 _ASSESSORS = {

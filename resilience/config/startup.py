@@ -22,8 +22,16 @@ def config_or_exit(exit_code: int = APP_LOAD_ERROR) -> Config:
         raise SystemExit(exit_code) from None
 
 
+# Set in the gunicorn master once it has logged the warnings; forked workers inherit it and stay quiet.
+warnings_logged = False
+
+
 def log_config_warnings(config: Config) -> None:
-    """Log each fallback and SPOF warning once, at this process's start."""
+    """Log each fallback and SPOF warning once: by the gunicorn master, or by a process started on its own."""
+    global warnings_logged
+    if warnings_logged:
+        return
+    warnings_logged = True
     for finding in config.warnings:
         kind = "single point of failure" if finding.spof else "configuration"
         logger.warning(

@@ -48,5 +48,6 @@ class RequestIdLogFilter(logging.Filter):
     """Adds ``request_id`` to every log record (``-`` outside a request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = current_request_id.get()
+        request = getattr(record, "request", None)  # django.request logs after the middleware has finished
+        record.request_id = getattr(request, "request_id", None) or current_request_id.get()
         return True

@@ -37,7 +37,9 @@ def user_register(*, username: str, email: str, password: str) -> AbstractBaseUs
     try:
         with transaction.atomic():
             return user_model.objects.create_user(username=username, email=email, password=password)
-    except IntegrityError as exc:  # a concurrent registration took the name between check and insert
+    except IntegrityError as exc:  # a concurrent sign-up took the name or e-mail between check and insert
+        if "email" in str(exc):
+            raise FieldValidationError({"email": ["An account with this e-mail already exists."]}) from exc
         raise FieldValidationError({"username": ["This username is taken."]}) from exc
 
 

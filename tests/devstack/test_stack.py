@@ -83,9 +83,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: flo
 
 
 def test_up_is_idempotent(stack: Stack) -> None:
-    t0 = time.monotonic()
     env = stack.up()
-    assert time.monotonic() - t0 < 5
     assert env == stack.env()
     status = stack.status()
     assert {n: s["running"] for n, s in status.items()} == {"primary": True, "replica": True, "redis": True}

@@ -48,3 +48,24 @@ def test_admin_refuses_customers(client):
     client.force_login(UserFactory())
     response = client.get(reverse("admin:shop_order_changelist"))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+@pytest.mark.django_db
+def test_admin_cancel_action_returns_stock_through_the_service(staff_client, order):
+    product = order.items.first().product
+    stock_before = type(product).objects.get(pk=product.pk).stock
+    response = staff_client.post(
+        reverse("admin:shop_order_changelist"),
+        {"action": "cancel_orders", "_selected_action": [order.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    order.refresh_from_db()
+    assert order.status == "cancelled"
+    assert type(product).objects.get(pk=product.pk).stock == stock_before + order.items.first().quantity
+
+
+@pytest.mark.django_db
+def test_admin_cannot_edit_order_status_directly(staff_client, order):
+    page = staff_client.get(reverse("admin:shop_order_change", args=[order.pk]))
+    assert 'name="status"' not in page.content.decode()

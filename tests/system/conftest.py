@@ -58,7 +58,7 @@ class Gunicorn:
             try:
                 if requests.get(f"{self.url}/health/live", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or busy booting: ask again
                 pass
             time.sleep(0.2)
         self.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from urllib.parse import urlsplit
@@ -92,13 +93,13 @@ def _validate_env(env: dict[str, str], *args: str) -> subprocess.CompletedProces
 
 
 def _valid_env(**extra: str) -> dict[str, str]:
-    return clean_env(
-        SECRET_KEY=STRONG_SECRET_KEY,
-        JWT_SECRET=JWT_SECRET,
-        DJANGO_ENV="development",
-        DATABASE_URL="postgres://shop:hunter2hunter2@db1.invalid:5432/shop",
-        **extra,
-    )
+    defaults = {
+        "SECRET_KEY": STRONG_SECRET_KEY,
+        "JWT_SECRET": JWT_SECRET,
+        "DJANGO_ENV": "development",
+        "DATABASE_URL": "postgres://shop:hunter2hunter2@db1.invalid:5432/shop",
+    }
+    return clean_env(**{**defaults, **extra})
 
 
 def test_validate_env_with_nothing_set_reports_every_area_and_exits_2() -> None:
@@ -174,6 +175,7 @@ def test_check_deploy_passes_with_the_documented_production_environment() -> Non
 
 def test_seed_style_variables_start_a_working_production_server(stack_env, tmp_path) -> None:
     primary = urlsplit(stack_env["DATABASE_URL"])
+    replica = urlsplit(stack_env["DATABASE_REPLICA_URLS"].split(",")[0])
     env = clean_env(
         SECRET_KEY=STRONG_SECRET_KEY,
         JWT_SECRET=JWT_SECRET,
@@ -183,8 +185,7 @@ def test_seed_style_variables_start_a_working_production_server(stack_env, tmp_p
         DB_USERNAME=primary.username,
         DB_PASSWORD=primary.password,
         DB_NAME=primary.path.lstrip("/"),
-        # The seed's DB_HOST_REPLICA shares DB_PORT; the local replica listens on its own port, so give its URL.
-        DATABASE_REPLICA_URLS=stack_env["DATABASE_REPLICA_URLS"],
+        DB_HOST_REPLICA=f"{replica.hostname}:{replica.port}",  # the local replica listens on its own port
         REDIS_URL=stack_env["REDIS_URL"],
         JAEGER_ENDPOINT="http://localhost:14268/api/traces",
         PROMETHEUS_PORT="9090",
@@ -204,3 +205,23 @@ def test_seed_style_variables_start_a_working_production_server(stack_env, tmp_p
         assert "hunter2" not in log and primary.password not in log
     finally:
         server.stop()
+
+
+def test_validate_env_opens_no_connection() -> None:
+    """Every dependency URL points at a listening socket of ours: nothing may connect to it."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        env = _valid_env(
+            DATABASE_URL=f"postgres://shop:pw@127.0.0.1:{port}/shop",
+            DATABASE_REPLICA_URLS=f"postgres://shop:pw@127.0.0.1:{port}/replica",
+            REDIS_URL=f"redis://127.0.0.1:{port}/0",
+            OTEL_EXPORTER_OTLP_ENDPOINTS=f"http://127.0.0.1:{port},http://127.0.0.1:{port}/b",
+            PAYMENT_GATEWAY_URL=f"http://127.0.0.1:{port}",
+        )
+        result = _validate_env(env)
+        assert result.returncode == 0, result.stdout
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # no client ever connected

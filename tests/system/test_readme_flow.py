@@ -36,6 +36,8 @@ def test_readme_walkthrough_register_to_order(server) -> None:
     assert books["count"] >= 1 and len(books["results"]) <= 5
     product = books["results"][0]
     assert product["category"]["slug"] == "books"
+    one = client.get(f"{base}/products/{product['id']}/", timeout=10)
+    assert one.status_code == 200 and one.json()["sku"] == product["sku"]
 
     added = client.post(
         f"{base}/cart/items/", json={"product_id": product["id"], "quantity": 2}, headers=auth, timeout=10
@@ -56,6 +58,12 @@ def test_readme_walkthrough_register_to_order(server) -> None:
     detail = client.get(f"{base}/orders/{order.json()['id']}/", headers=auth, timeout=10)
     assert detail.json()["total"] == order.json()["total"]
     assert client.get(f"{base}/cart/", headers=auth, timeout=10).json()["items"] == []
+
+    stock_before = one.json()["stock"]
+    assert client.get(f"{base}/products/{product['id']}/", timeout=10).json()["stock"] == stock_before - 2
+    cancelled = client.post(f"{base}/orders/{order.json()['id']}/cancel/", headers=auth, timeout=10)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert client.get(f"{base}/products/{product['id']}/", timeout=10).json()["stock"] == stock_before
 
     refreshed = client.post(f"{base}/auth/token/refresh/", json={"refresh": tokens.json()["refresh"]}, timeout=10)
     assert refreshed.status_code == 200

@@ -182,3 +182,9 @@ def test_error_responses_never_leak_html(api_client):
     ProductFactory()
     for response in (api_client.get("/api/nope/"), api_client.delete("/api/products/"), api_client.get("/api/cart/")):
         assert b"<html" not in response.content.lower()
+
+
+@pytest.mark.parametrize("body", ["[" * 100_000, '{"a":' * 5_000 + "1" + "}" * 5_000])
+def test_deeply_nested_json_is_parse_error_not_500(api_client, db, body):
+    response = api_client.post("/api/auth/token/", body, content_type="application/json")
+    assert_error(response, 400, "parse_error")

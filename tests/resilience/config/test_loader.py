@@ -231,3 +231,68 @@ def test_production_defaults() -> None:
 def test_proxy_ssl_header_is_parsed() -> None:
     config = load_config({**VALID, "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto: https"})
     assert config.proxy_ssl_header == ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "postgres://u:p@[::1/db"),
+        ("REDIS_URL", "redis://[oops"),
+        ("REDIS_URL", "redis://h:notaport/0"),
+        ("PAYMENT_GATEWAY_URL", "http://h:99999"),
+        ("JWT_EXPIRES_IN", "99999999999d"),
+        ("PROMETHEUS_PORT", "abc"),
+        ("SECRET_KEY", "django-insecure-" + "x1y2z3" * 10),
+    ],
+)
+def test_unparsable_values_are_problems_not_tracebacks(name: str, value: str) -> None:
+    found = problems({**VALID, name: value})
+    assert [p.split(":")[0] for p in found] == [name]
+
+
+def test_a_password_in_a_broken_url_is_never_quoted() -> None:
+    found = problems({**VALID, "DATABASE_URL": "postgres://bulwark:s3cr3t/xyz@db:5432/bulwark"})
+    assert found and "s3cr3t" not in " ".join(found)
+
+
+def test_ipv6_and_unix_socket_urls() -> None:
+    v6 = load_config({**VALID, "DATABASE_URL": "postgres://u:p@[::1]:5433/shop"}).database
+    assert (v6["HOST"], v6["PORT"]) == ("::1", "5433")
+    unix = load_config({**VALID, "DATABASE_URL": "postgres:///shop?host=/var/run/postgresql"}).database
+    assert (unix["HOST"], unix["NAME"]) == ("/var/run/postgresql", "shop")
+
+
+def test_seed_replica_host_takes_a_port_or_the_primarys() -> None:
+    environ = {**VALID, "DB_HOST": "pg", "DB_PORT": "55432", "DB_USERNAME": "u", "DB_NAME": "shop"}
+    del environ["DATABASE_URL"]
+    assert load_config({**environ, "DB_HOST_REPLICA": "pg2"}).replicas[0]["PORT"] == "55432"
+    assert load_config({**environ, "DB_HOST_REPLICA": "pg:55433"}).replicas[0]["PORT"] == "55433"
+
+
+@pytest.mark.parametrize("content", ["", "   \n", b"\xff\xfe\x00bad"])
+def test_empty_or_unreadable_secret_file_is_named(tmp_path, content) -> None:
+    secret_file = tmp_path / "jwt"
+    secret_file.write_bytes(content if isinstance(content, bytes) else content.encode())
+    environ = {**VALID, "JWT_SECRET_FILE": str(secret_file)}
+    del environ["JWT_SECRET"]
+    assert [p.split(":")[0] for p in problems(environ)] == ["JWT_SECRET_FILE"]
+
+
+def test_blank_file_variable_means_missing() -> None:
+    environ = {**VALID, "SECRET_KEY_FILE": ""}
+    del environ["SECRET_KEY"]
+    assert [p.split(":")[0] for p in problems(environ)] == ["SECRET_KEY"]
+
+
+def test_dotenv_file_that_does_not_exist_is_a_problem(tmp_path) -> None:
+    assert [p.split(":")[0] for p in problems({**VALID, "DOTENV_FILE": str(tmp_path / "nope.env")})] == ["DOTENV_FILE"]
+
+
+def test_env_example_secrets_are_blank_so_a_copy_does_not_start(tmp_path) -> None:
+    from resilience.config.docs import env_example
+
+    copy = tmp_path / ".env"
+    copy.write_text(env_example())
+    values = read_dotenv(copy)
+    assert values["SECRET_KEY"] == "" and values["JWT_SECRET"] == ""
+    assert {p.split(":")[0] for p in problems({**values, "ALLOWED_HOSTS": "x"})} >= {"SECRET_KEY", "JWT_SECRET"}
