@@ -172,7 +172,7 @@ SCHEMA: tuple[Var, ...] = (
         "optional",
         "database",
         "Client-side deadline for one query: a hung node cannot hold a request longer.",
-        default="10s",
+        default="5s",
     ),
     Var(
         "DB_FAILOVER_MODE",

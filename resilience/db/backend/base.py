@@ -43,7 +43,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     @property
     def query_deadline(self) -> float:
-        return float(self.settings_dict.get("QUERY_DEADLINE", 10.0))
+        return float(self.settings_dict.get("QUERY_DEADLINE", 5.0))
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         nodes = registry()
@@ -57,10 +57,16 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             context.record_failure(self.alias)
             raise
 
+    @property
+    def health_check_deadline(self) -> float:
+        """``SELECT 1`` is instant on a live node: give it no longer than a connection attempt."""
+        connect_timeout = float(self.settings_dict["OPTIONS"].get("connect_timeout", 2))
+        return min(self.query_deadline, connect_timeout + 1)
+
     def is_usable(self) -> bool:
         if self.connection is None or self.connection.closed:
             return False
-        ticket = watchdog.arm(self.connection.pgconn.socket, self.query_deadline, self.alias)
+        ticket = watchdog.arm(self.connection.pgconn.socket, self.health_check_deadline, self.alias)
         try:
             with self.connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
