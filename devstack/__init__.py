@@ -14,7 +14,7 @@ Usage (Python)::
     s.kill("primary"); s.start("primary"); s.hang("replica"); s.resume("replica"); s.promote(); s.down()
 
 Real processes on 127.0.0.1, ports N (primary), N+1 (replica), N+2 (redis). ``make run`` uses name ``dev`` /
-port base 55432, ``make test`` name ``test`` / 56432. Data lives under the system temp dir
+port base 63432, ``make test`` name ``test`` / 63532. Data lives under the system temp dir
 (``<tmp>/bulwark-devstack-<hash of the checkout>/<name>/``); ``<checkout>/.stack/<name>/`` holds only state
 and log symlinks. When run as root, PostgreSQL runs as the ``postgres`` system user.
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-STACK=(--name dev --port-base "${BULWARK_DEV_PORT_BASE:-55432}")
+STACK=(--name dev --port-base "${BULWARK_DEV_PORT_BASE:-63432}")
 
 "$PY" -m devstack "${STACK[@]}" up >/dev/null
 mapfile -t stack_env < <("$PY" -m devstack "${STACK[@]}" env | grep -E '^(DATABASE_URL|DATABASE_REPLICA_URLS|REDIS_URL)=')

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-STACK=(--name test --port-base "${BULWARK_TEST_PORT_BASE:-56432}")
+STACK=(--name test --port-base "${BULWARK_TEST_PORT_BASE:-63532}")
 
 "$PY" -m ruff check --quiet .
 "$PY" -m ruff format --check --quiet .

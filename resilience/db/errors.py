@@ -8,6 +8,7 @@ from django.db import DatabaseError
 from resilience.errors import AppError
 
 RETRY_AFTER_SECONDS = 5
+MAINTENANCE_MESSAGE = "The shop is in maintenance (read-only) mode; reading works, writing does not."
 
 
 class ReadOnlyModeError(AppError, DatabaseError):

@@ -15,9 +15,10 @@ from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from resilience.api.exception_handler import error_body
+from resilience.controls.state import db_controls
 from resilience.db import consistency
 from resilience.db.context import RoutingState, routing
-from resilience.db.errors import DatabaseUnavailableError, ReadOnlyModeError
+from resilience.db.errors import MAINTENANCE_MESSAGE, DatabaseUnavailableError, ReadOnlyModeError
 from resilience.db.monitor import monitor_start
 from resilience.db.nodes import PRIMARY, registry
 from resilience.errors import AppError
@@ -97,7 +98,9 @@ class DatabaseRoutingMiddleware:
     @staticmethod
     def _failure_error(state: RoutingState) -> AppError:
         if not state.safe_method and not registry().primary_available():
-            return ReadOnlyModeError()
+            # A write that met the dead primary (in ``atomic`` before the router was asked): with the operator's
+            # switch on, say maintenance, as the router does while the primary is up.
+            return ReadOnlyModeError(MAINTENANCE_MESSAGE if db_controls().read_only else None)
         return DatabaseUnavailableError()
 
     @staticmethod

@@ -13,7 +13,7 @@ from django.db import DatabaseError, connections
 
 from resilience.controls.state import db_controls
 from resilience.db import context
-from resilience.db.errors import ReadOnlyModeError
+from resilience.db.errors import MAINTENANCE_MESSAGE, ReadOnlyModeError
 from resilience.db.lsn import lsn_to_int
 from resilience.db.nodes import PRIMARY, NodeRegistry, registry
 
@@ -53,7 +53,7 @@ class FailoverRouter:
 
     def db_for_write(self, model: type, **hints: Any) -> str:
         if db_controls().read_only:
-            raise ReadOnlyModeError("The shop is in maintenance (read-only) mode; reading works, writing does not.")
+            raise ReadOnlyModeError(MAINTENANCE_MESSAGE)
         if not registry().primary_available():
             raise ReadOnlyModeError()
         state = context.current()

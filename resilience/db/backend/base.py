@@ -7,11 +7,14 @@
   hold a worker past it. Django's connection health check gets the same deadline.
 - SQLSTATE 25006 (read-only transaction) on the primary alias means the node was demoted: the
   connection is discarded (the request is retried once by the middleware).
+- A connection opened before its node's last outage that fails its health check is stale, not news: it is
+  replaced without marking the node down again (else a node that came back flaps once per idle thread).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import psycopg
@@ -40,6 +43,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.execute_wrappers.append(self._guard_query)
+        self.opened_at = 0.0  # wall clock (as NodeState.changed_at) when the current connection was opened
 
     @property
     def query_deadline(self) -> float:
@@ -51,11 +55,13 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             context.record_failure(self.alias)
             raise NodeDownError(f"database node {self.alias} is down (breaker open); not connecting")
         try:
-            return super().get_new_connection(conn_params)
+            connection = super().get_new_connection(conn_params)
         except psycopg.Error as exc:
             nodes.mark_down(self.alias, exc)
             context.record_failure(self.alias)
             raise
+        self.opened_at = time.time()
+        return connection
 
     @property
     def health_check_deadline(self) -> float:
@@ -71,7 +77,12 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             with self.connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
         except psycopg.Error as exc:
-            self._connection_failed(exc)
+            if self._predates_recovery():
+                # Opened before the node's last outage and found dead by this thread only now: stale, not news.
+                # Django reconnects; if the node is down again, that attempt marks it down.
+                logger.info("discarding a connection to %s opened before its last outage", self.alias)
+            else:
+                self._connection_failed(exc)
             return False
         finally:
             watchdog.disarm(ticket)
@@ -112,6 +123,14 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             or (sqlstate is None and isinstance(exc.__cause__, psycopg.OperationalError))
         ):
             self._connection_failed(exc)
+
+    def _predates_recovery(self) -> bool:
+        """Whether the node went down and came back up (per this process) after this connection was opened."""
+        try:
+            state = registry().state(self.alias)
+        except KeyError:  # an alias the registry does not know (a test's)
+            return False
+        return state.reachable and self.opened_at < state.changed_at
 
     def _connection_failed(self, exc: BaseException) -> None:
         registry().mark_down(self.alias, exc.__cause__ or exc)
