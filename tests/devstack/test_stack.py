@@ -1,4 +1,4 @@
-"""System tests for devstack: a real PostgreSQL primary + streaming replica + Redis on ports 58432-58434.
+"""System tests for devstack: a real PostgreSQL primary + streaming replica + Redis on ports 63632-63634.
 
 No Django needed. The whole module shares one throwaway stack (tests run in file order and build on each
 other: kill -> start, hang -> resume, delay, promote, down). The fixture always calls ``down()``.
@@ -23,8 +23,8 @@ from devstack import DevstackError, Stack
 from devstack.procs import alive, descendants, port_in_use, stopped
 
 NAME = "pytest-devstack"
-PORT_BASE = 58432
-BUSY_PORT_BASE = 58442
+PORT_BASE = 63632
+BUSY_PORT_BASE = 63642
 ROOT = Path(__file__).resolve().parents[2]
 
 
