@@ -1,8 +1,9 @@
 """Per-request database routing: sets up the routing state, re-runs a request that met a failed node,
 answers writes with ``503 read_only_mode`` when the primary is down, and hands out read-your-writes tokens.
 
-Re-running is safe for GET/HEAD/OPTIONS; a write is re-run only when the primary alias led to a node that
-refused it as read-only (SQLSTATE 25006: nothing was written), after its connection is discarded.
+Re-running is safe for GET/HEAD/OPTIONS; a write request is re-run only when nothing reached the primary yet
+(its failure was a replica read), or when the primary alias led to a node that refused the write as read-only
+(SQLSTATE 25006: nothing was written), after the connection is discarded.
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ class DatabaseRoutingMiddleware:
             return None  # not a node failure: a bug, reported as one
         for alias in state.failed:
             connections[alias].close()
-        if not state.retried and (state.safe_method or state.read_only_refused):
+        # A write request may run again when nothing reached the primary yet: its failed step was a read on a
+        # replica (e.g. the user lookup while authenticating), so running it again cannot write twice.
+        replica_read_only = not state.wrote and PRIMARY not in state.failed
+        if not state.retried and (state.safe_method or state.read_only_refused or replica_read_only):
             state.retried = True
             state.replica = None
             state.wrote = False

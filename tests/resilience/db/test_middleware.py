@@ -60,3 +60,20 @@ def test_a_write_with_the_primary_dead_is_read_only_mode_and_reads_continue(clie
         assert response["Retry-After"].isdigit()
     assert read.status_code == 200
     registry().record_probe(PRIMARY, in_recovery=False, lag_seconds=0, lag_bytes=0, replay_lsn=None)
+
+
+def test_a_write_request_whose_read_meets_a_dead_replica_is_rerun(client, db) -> None:
+    from resilience.auth.tokens import tokens_for_user
+    from shop.catalog.models import Product
+    from tests.factories import UserFactory
+
+    product = ProductFactory(stock=5)
+    user = UserFactory()
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {tokens_for_user(user)['access']}"}
+    with dead(REPLICA):  # the user lookup while authenticating reads from the replica first
+        response = client.post(
+            "/api/cart/items/", {"product_id": product.id, "quantity": 2}, content_type="application/json", **auth
+        )
+    assert response.status_code == 201, response.content
+    assert response.json()["items"][0]["quantity"] == 2
+    assert Product.objects.get(pk=product.pk).stock == 5  # adding to a cart reserves nothing
