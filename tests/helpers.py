@@ -9,6 +9,17 @@ from typing import Any
 from django.db import connection
 
 ENVELOPE_KEYS = {"code", "message", "detail", "request_id"}
+# The eight areas of /health and validate_env, as DESIGN.md names them (a contract: not imported from the code).
+HEALTH_AREAS = [
+    "database",
+    "authentication",
+    "configuration",
+    "logging",
+    "telemetry",
+    "serving",
+    "rateLimit",
+    "circuitBreakers",
+]
 
 
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from tests.helpers import HEALTH_AREAS
 from tests.system.conftest import ROOT, Gunicorn, free_port
 
 pytestmark = pytest.mark.system
@@ -147,16 +148,7 @@ def test_validate_env_valid_with_redundancy_exits_0_and_json_has_the_health_area
     result = _validate_env(env, "--json")
     assert result.returncode == 0
     report = json.loads(result.stdout)
-    assert list(report["areas"]) == [
-        "database",
-        "authentication",
-        "configuration",
-        "logging",
-        "telemetry",
-        "serving",
-        "rateLimit",
-        "circuitBreakers",
-    ]
+    assert list(report["areas"]) == HEALTH_AREAS
     assert report["valid"] is True and report["critical"] == []
     assert report["score"] == {"at_risk": 0, "total": 8}
     assert "hunter2hunter2" not in result.stdout

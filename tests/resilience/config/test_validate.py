@@ -7,6 +7,7 @@ import io
 import pytest
 
 from resilience.config.validate import EXIT_CRITICAL_SPOF, EXIT_INVALID, EXIT_VALID, analyse, as_json, render_text
+from tests.helpers import HEALTH_AREAS
 
 VALID = {
     "SECRET_KEY": "k" * 45 + "abcde",
@@ -37,16 +38,7 @@ def test_exit_codes(environ, code) -> None:
 
 def test_each_area_is_reported_and_at_risk_areas_are_named() -> None:
     code, reports = analyse(VALID)
-    assert list(reports) == [
-        "database",
-        "authentication",
-        "configuration",
-        "logging",
-        "telemetry",
-        "serving",
-        "rateLimit",
-        "circuitBreakers",
-    ]
+    assert list(reports) == HEALTH_AREAS
     assert {area for area, report in reports.items() if not report.healthy} == {"database", "telemetry", "rateLimit"}
     report = as_json(code, reports)
     assert report["critical"] == ["database"] and report["score"] == {"at_risk": 3, "total": 8}
