@@ -74,6 +74,27 @@ class DependencyUnavailableError(AppError):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
+class RateLimitedError(AppError):
+    """Over a rate limit: ``Retry-After`` and the ``RateLimit-*`` headers say when to come back."""
+
+    code = "rate_limited"
+    http_status = 429
+    message = "Too many requests; retry after the number of seconds in Retry-After."
+
+    def __init__(self, *, scope: str, limit: int, window: int, reset: int) -> None:
+        super().__init__(
+            f"Too many requests ({scope}: {limit} per {window} s); retry in {reset} s.",
+            detail={"scope": scope, "limit": limit, "window_seconds": window, "retry_after": reset},
+            headers={
+                "Retry-After": str(reset),
+                "RateLimit-Limit": str(limit),
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": str(reset),
+            },
+        )
+        self.scope = scope
+
+
 class FieldValidationError(AppError):
     """A request field is invalid in a way only the service can tell (unknown product, taken username)."""
 

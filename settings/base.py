@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_ratelimit",  # only for its system checks: limits are applied by resilience.ratelimit
     "resilience.apps.ResilienceConfig",
     "shop.apps.ShopConfig",
 ]
@@ -114,7 +115,33 @@ SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
 SESSION_COOKIE_AGE = 12 * 3600
 SESSION_COOKIE_HTTPONLY = True
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "bulwark"}}
+# Redis with a per-process circuit breaker, process memory as the fallback (and the only store without REDIS_URL).
+# Short timeouts and no redis-py retries: an outage costs a process one timeout (resilience/cache).
+CACHES = {
+    "default": {
+        "BACKEND": "resilience.cache.FallbackCache",
+        "LOCATION": CONFIG.redis_url or "",
+        "KEY_PREFIX": "bulwark",
+        "OPTIONS": {
+            "SOCKET_CONNECT_TIMEOUT": CONFIG.redis_connect_timeout_ms / 1000,
+            "SOCKET_TIMEOUT": CONFIG.redis_socket_timeout_ms / 1000,
+            "PROBE_INTERVAL": 1.0,
+        },
+    }
+}
+
+# Rate limits (resilience/ratelimit): django-ratelimit's counting core on the cache above.
+RATELIMIT_ENABLE = CONFIG.ratelimit_enabled
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_RATES = CONFIG.ratelimit_rates  # scope -> (requests, seconds), None = off
+RATELIMIT_TRUSTED_PROXY_COUNT = CONFIG.trusted_proxy_count
+RATELIMIT_WORKERS = CONFIG.web_concurrency  # in memory mode each worker allows ceil(limit / workers)
+SILENCED_SYSTEM_CHECKS = [
+    # "cache backend resilience.cache.FallbackCache is not officially supported": it is Redis (django-redis,
+    # which django-ratelimit supports) with a memory fallback it cannot know about; its E003 still guards
+    # against a plain LocMemCache.
+    "django_ratelimit.W001",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -140,6 +167,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "resilience.api.exception_handler.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # The global per-client limit on every view, plus each view's own scopes (resilience/ratelimit/throttles.py).
+    "DEFAULT_THROTTLE_CLASSES": ["resilience.ratelimit.throttles.RateLimitThrottle"],
 }
 
 SIMPLE_JWT = {
@@ -166,10 +195,25 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "resilience.ratelimit.openapi.document_rate_limits",
+    ],
 }
 
 SHOP_CURRENCY = "USD"
 SHOP_PAYMENT_GATEWAY_URL = CONFIG.payment_gateway_url
+SHOP_PAYMENT_GATEWAY_TIMEOUTS = (CONFIG.payment_gateway["connect_timeout"], CONFIG.payment_gateway["read_timeout"])
+SHOP_PAYMENT_UNPAID_CANCEL_AFTER = CONFIG.payment_gateway["unpaid_cancel_after"]
+# Circuit breakers by name (resilience/breakers): per-process state, forced open/closed from the admin.
+BULWARK_BREAKERS = {
+    "payment_gateway": {
+        "failure_threshold": CONFIG.payment_gateway["breaker_failures"],
+        "reset_timeout": CONFIG.payment_gateway["breaker_reset"],
+        "half_open_max_calls": 1,
+        "success_threshold": 1,
+    },
+}
 IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
 
 LOGGING = {

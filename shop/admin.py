@@ -8,7 +8,7 @@ from shop.cart.models import Cart, CartItem
 from shop.catalog.models import Category, Product
 from shop.orders.exceptions import OrderNotCancellableError
 from shop.orders.models import Order, OrderItem
-from shop.orders.services import order_cancel
+from shop.orders.services import PaymentRetryReport, order_cancel, order_payments_retry
 from shop.payments.models import Payment
 
 
@@ -88,10 +88,36 @@ def cancel_orders(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: 
         )
 
 
+def _report_retry(modeladmin: admin.ModelAdmin, request: HttpRequest, report: PaymentRetryReport) -> None:
+    parts = [
+        f"{len(report.paid)} paid",
+        f"{len(report.payment_failed)} declined (payment_failed, stock returned)",
+        f"{len(report.still_pending)} still pending (gateway unavailable or not configured)",
+        f"{len(report.cancelled)} cancelled as unpaid too long (stock returned)",
+    ]
+    level = messages.WARNING if report.still_pending else messages.SUCCESS
+    modeladmin.message_user(request, "Payments retried: " + ", ".join(parts) + ".", level)
+    if report.refund_needed:
+        orders = ", ".join(f"#{order_id}" for order_id in report.refund_needed)
+        modeladmin.message_user(request, f"Charged after they were cancelled, refund: {orders}.", messages.ERROR)
+
+
+@admin.action(description="Collect payment now (same key: never charged twice); cancel if unpaid too long")
+def retry_order_payments(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+    report = order_payments_retry(order_ids=queryset.values_list("id", flat=True))
+    _report_retry(modeladmin, request, report)
+
+
+@admin.action(description="Collect these payments now (same key: never charged twice); cancel if unpaid too long")
+def retry_payments(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
+    report = order_payments_retry(order_ids=queryset.values_list("order_id", flat=True))
+    _report_retry(modeladmin, request, report)
+
+
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
     list_display = ["id", "user", "status", "total", "currency", "created_at"]
-    actions = [cancel_orders]
+    actions = [cancel_orders, retry_order_payments]
     list_filter = ["status", "created_at"]
     search_fields = ["id", "user__username", "user__email", "items__sku"]
     # Status changes go through services (cancel returns stock), never through a free edit.
@@ -104,5 +130,19 @@ class OrderAdmin(admin.ModelAdmin):
 class PaymentAdmin(admin.ModelAdmin):
     list_display = ["idempotency_key", "order", "status", "amount", "currency", "attempts", "updated_at"]
     list_filter = ["status"]
+    actions = [retry_payments]
     search_fields = ["idempotency_key", "gateway_reference", "order__id"]
-    readonly_fields = ["order", "amount", "currency", "idempotency_key", "created_at", "updated_at"]
+    # Outcomes come from the gateway through the services, never from a free edit.
+    readonly_fields = [
+        "order",
+        "amount",
+        "currency",
+        "status",
+        "idempotency_key",
+        "gateway_reference",
+        "attempts",
+        "last_error",
+        "reconciled_at",
+        "created_at",
+        "updated_at",
+    ]

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from resilience.config.database import read_databases
+from resilience.config.ratelimit import Rate, read_rates
 from resilience.config.reader import EnvReader, Finding, read_dotenv
 from resilience.config.schema import SCHEMA
 
@@ -62,13 +63,17 @@ class Config:
     proxy_ssl_header: tuple[str, str] | None
     redis_url: str | None
     payment_gateway_url: str | None
+    payment_gateway: dict[str, Any]  # timeouts and breaker settings, see _payment_gateway
     otlp_endpoints: list[str]
     db_connect_timeout: int
     db_replica_max_lag: timedelta
     db_query_timeout: timedelta
     db_failover_mode: str
     ratelimit_enabled: bool
+    ratelimit_rates: dict[str, Rate | None]  # scope -> (count, seconds); None = off
     trusted_proxy_count: int
+    redis_connect_timeout_ms: int
+    redis_socket_timeout_ms: int
     web_concurrency: int
     port: int
     log_level: str
@@ -133,6 +138,33 @@ def _telemetry_endpoints(reader: EnvReader) -> list[str]:
     if reader.raw("PROMETHEUS_PORT"):
         reader.warning("PROMETHEUS_PORT", "not used: metrics are served at /metrics on the web port.")
     return endpoints
+
+
+def _payment_gateway(reader: EnvReader) -> dict[str, Any]:
+    """Gateway timeouts (seconds) and breaker settings; a checkout must finish well within gunicorn's 30 s."""
+    connect = reader.duration("PAYMENT_GATEWAY_CONNECT_TIMEOUT").total_seconds()
+    read = reader.duration("PAYMENT_GATEWAY_TIMEOUT").total_seconds()
+    if connect > 10:
+        reader.error("PAYMENT_GATEWAY_CONNECT_TIMEOUT", f"{connect:g}s is too long; use at most 10s.")
+    if read > 20:
+        reader.error(
+            "PAYMENT_GATEWAY_TIMEOUT",
+            f"{read:g}s is too long: a hung gateway would hold checkouts past gunicorn's worker timeout; "
+            "use at most 20s.",
+        )
+    unpaid = reader.duration("PAYMENT_UNPAID_CANCEL_AFTER")
+    if unpaid < timedelta(minutes=10):
+        reader.error(
+            "PAYMENT_UNPAID_CANCEL_AFTER",
+            "too short: orders would be cancelled while their payment may still go through; use at least 10m.",
+        )
+    return {
+        "connect_timeout": connect,
+        "read_timeout": read,
+        "breaker_failures": reader.integer("PAYMENT_GATEWAY_BREAKER_FAILURES", minimum=1, maximum=100),
+        "breaker_reset": reader.duration("PAYMENT_GATEWAY_BREAKER_RESET").total_seconds(),
+        "unpaid_cancel_after": unpaid,
+    }
 
 
 def _check_kinds(reader: EnvReader) -> None:
@@ -219,13 +251,17 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         proxy_ssl_header=_proxy_ssl_header(reader),
         redis_url=redis_url,
         payment_gateway_url=gateway.rstrip("/") if gateway else None,
+        payment_gateway=_payment_gateway(reader),
         otlp_endpoints=_telemetry_endpoints(reader),
         db_connect_timeout=connect_timeout,
         db_replica_max_lag=reader.duration("DB_REPLICA_MAX_LAG"),
         db_query_timeout=reader.duration("DB_QUERY_TIMEOUT"),
         db_failover_mode=reader.choice("DB_FAILOVER_MODE")[0],
         ratelimit_enabled=reader.boolean("RATELIMIT_ENABLED"),
+        ratelimit_rates=read_rates(reader),
         trusted_proxy_count=reader.integer("TRUSTED_PROXY_COUNT", minimum=0, maximum=10),
+        redis_connect_timeout_ms=reader.integer("REDIS_CONNECT_TIMEOUT_MS", minimum=10, maximum=10_000),
+        redis_socket_timeout_ms=reader.integer("REDIS_SOCKET_TIMEOUT_MS", minimum=10, maximum=10_000),
         web_concurrency=reader.integer("WEB_CONCURRENCY", minimum=1, maximum=128),
         port=reader.integer("PORT", minimum=1, maximum=65535),
         log_level=reader.choice("LOG_LEVEL")[0],

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["str", "secret", "url", "int", "bool", "duration", "list", "choice"]
+Kind = Literal["str", "secret", "url", "int", "bool", "duration", "list", "choice", "rate"]
 Level = Literal["required", "recommended", "optional"]
 
 # The seed's eight areas, in the order /health and validate_env show them.
@@ -157,6 +157,47 @@ SCHEMA: tuple[Var, ...] = (
         "circuitBreakers",
         "Payment gateway base URL; absent = orders stay pending_payment.",
     ),
+    Var(
+        "PAYMENT_GATEWAY_CONNECT_TIMEOUT",
+        "duration",
+        "optional",
+        "circuitBreakers",
+        "Payment gateway connect timeout.",
+        default="2s",
+    ),
+    Var(
+        "PAYMENT_GATEWAY_TIMEOUT",
+        "duration",
+        "optional",
+        "circuitBreakers",
+        "Payment gateway read timeout: a hung gateway holds a checkout at most this long (plus the connect "
+        "timeout); at most 20s, within gunicorn's 30s worker timeout.",
+        default="5s",
+    ),
+    Var(
+        "PAYMENT_GATEWAY_BREAKER_FAILURES",
+        "int",
+        "optional",
+        "circuitBreakers",
+        "Consecutive failed gateway calls (down, 5xx, timeout) that open the breaker in a worker.",
+        default="3",
+    ),
+    Var(
+        "PAYMENT_GATEWAY_BREAKER_RESET",
+        "duration",
+        "optional",
+        "circuitBreakers",
+        "How long an open gateway breaker skips the gateway before one trial call checks it again.",
+        default="30s",
+    ),
+    Var(
+        "PAYMENT_UNPAID_CANCEL_AFTER",
+        "duration",
+        "optional",
+        "circuitBreakers",
+        "retry_payments cancels (and restocks) an order still unpaid this long after checkout; at least 10m.",
+        default="24h",
+    ),
     Var("DB_CONNECT_TIMEOUT", "int", "optional", "database", "PostgreSQL connect timeout, whole seconds.", default="2"),
     Var(
         "DB_REPLICA_MAX_LAG",
@@ -198,6 +239,43 @@ SCHEMA: tuple[Var, ...] = (
         "rateLimit",
         "Proxies in front whose X-Forwarded-For entries are trusted for the client IP.",
         default="0",
+    ),
+    Var(
+        "RATELIMIT_API",
+        "rate",
+        "optional",
+        "rateLimit",
+        "Every API request, per user when authenticated, else per client IP. A rate is count/period "
+        "(10/m, 1000/h, 50/10m); off turns one scope off.",
+        default="300/m",
+    ),
+    Var("RATELIMIT_LOGIN", "rate", "optional", "rateLimit", "Log-ins (token obtain) per client IP.", default="10/m"),
+    Var(
+        "RATELIMIT_LOGIN_USER",
+        "rate",
+        "optional",
+        "rateLimit",
+        "Log-ins per username, whatever the IP (brute force on one account).",
+        default="10/m",
+    ),
+    Var("RATELIMIT_REGISTER", "rate", "optional", "rateLimit", "Sign-ups per client IP.", default="20/h"),
+    Var("RATELIMIT_REFRESH", "rate", "optional", "rateLimit", "Token refreshes per client IP.", default="60/m"),
+    Var("RATELIMIT_CHECKOUT", "rate", "optional", "rateLimit", "Checkouts per user.", default="10/m"),
+    Var(
+        "REDIS_CONNECT_TIMEOUT_MS",
+        "int",
+        "optional",
+        "rateLimit",
+        "Redis connect timeout in milliseconds; a failure switches this process to memory until Redis answers.",
+        default="250",
+    ),
+    Var(
+        "REDIS_SOCKET_TIMEOUT_MS",
+        "int",
+        "optional",
+        "rateLimit",
+        "Redis read/write timeout in milliseconds (redis-py retries are off: one timeout, then memory).",
+        default="250",
     ),
     Var("WEB_CONCURRENCY", "int", "optional", "serving", "gunicorn worker processes.", default="2"),
     Var("PORT", "int", "optional", "serving", "Port gunicorn listens on (127.0.0.1).", default="8000"),

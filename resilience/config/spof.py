@@ -101,18 +101,36 @@ def _serving(config: Config, report: AreaReport) -> None:
 def _rate_limit(config: Config, report: AreaReport) -> None:
     report.add("ok", "RATELIMIT_ENABLED", "limits on" if config.ratelimit_enabled else "limits OFF (load tests only)")
     if config.redis_url:
-        report.add("ok", "REDIS_URL", "set: a shared store for counters and the cache")
-        report.detail = "Redis configured"
+        report.add(
+            "ok",
+            "REDIS_URL",
+            f"set: a shared store for counters and the cache; timeouts connect {config.redis_connect_timeout_ms} ms, "
+            f"socket {config.redis_socket_timeout_ms} ms",
+        )
+        report.detail = "Redis configured; when it fails, each worker counts in its own memory until it is back"
     else:
         report.at_risk("no Redis: counters and the cache live in each process only")
 
 
 def _circuit_breakers(config: Config, report: AreaReport) -> None:
+    gateway = config.payment_gateway
     if config.payment_gateway_url:
-        report.add("ok", "PAYMENT_GATEWAY_URL", "set: a gateway to collect payments")
+        report.add(
+            "ok",
+            "PAYMENT_GATEWAY_URL",
+            f"set: payments collected at checkout; timeouts connect {gateway['connect_timeout']:g}s, "
+            f"read {gateway['read_timeout']:g}s",
+        )
+        report.add(
+            "ok",
+            "PAYMENT_GATEWAY_BREAKER_FAILURES",
+            f"breaker opens after {gateway['breaker_failures']} failed calls, "
+            f"trial call after {gateway['breaker_reset']:g}s",
+        )
+        report.detail = "gateway down: orders kept pending_payment behind an open breaker, collected later"
     else:
         report.add("ok", "PAYMENT_GATEWAY_URL", "not set: orders stay pending_payment, checkout calls nothing outside")
-    report.detail = "checkout never waits on an external service"
+        report.detail = "checkout never waits on an external service"
 
 
 _ASSESSORS = {

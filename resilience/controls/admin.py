@@ -9,20 +9,25 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest
 
+from resilience.breakers.controls import breaker_control_choices, breaker_force_set, force_key_parse
 from resilience.controls.models import ControlAuditEntry, OperatorControl
 from resilience.controls.services import control_set
-from resilience.controls.state import DRAIN_PREFIX, PRIMARY_ONLY_READS, READ_ONLY
+from resilience.controls.state import DRAIN_PREFIX, PRIMARY_ONLY_READS, RATELIMIT_FORCE_MEMORY, READ_ONLY
 
 
 def control_choices() -> list[tuple[str, str]]:
     choices = [
         (READ_ONLY, "Read-only mode (maintenance): every write answers 503 read_only_mode"),
         (PRIMARY_ONLY_READS, "Primary-only reads: no read goes to a replica"),
+        (
+            RATELIMIT_FORCE_MEMORY,
+            "Rate limits in memory: skip Redis, count in each worker (the per-worker share of each limit)",
+        ),
     ]
     for alias in settings.DATABASES:
         if alias != "default":
             choices.append((f"{DRAIN_PREFIX}{alias}", f"Drain {alias}: no new reads go to it"))
-    return choices
+    return choices + breaker_control_choices()
 
 
 class OperatorControlForm(forms.ModelForm):
@@ -44,6 +49,12 @@ class OperatorControlAdmin(admin.ModelAdmin):
         return ["key"] if obj is not None else []
 
     def save_model(self, request: HttpRequest, obj: OperatorControl, form: Any, change: bool) -> None:
+        forced = force_key_parse(obj.key)
+        if forced is not None and obj.enabled:  # force open and force closed exclude each other
+            name, mode = forced
+            breaker_force_set(name=name, mode=mode, actor=request.user, reason=obj.reason)
+            obj.pk = OperatorControl.objects.get(key=obj.key).pk
+            return
         saved = control_set(key=obj.key, enabled=obj.enabled, actor=request.user, reason=obj.reason)
         obj.pk = saved.pk
 

@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from resilience.controls.models import ControlAuditEntry, OperatorControl
-from resilience.controls.state import control_apply_local
+from resilience.controls.state import control_apply_local, controls_replace
 
 logger = logging.getLogger("resilience.controls")
 
@@ -38,3 +38,8 @@ def control_set(*, key: str, enabled: bool, actor: AbstractBaseUser | None, reas
         extra={"event": "control_changed", "control": key, "enabled": enabled},
     )
     return control
+
+
+def controls_load() -> None:
+    """Read every switch once (a process without the database monitor, e.g. a management command)."""
+    controls_replace(OperatorControl.objects.values_list("key", "enabled"))

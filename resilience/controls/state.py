@@ -9,6 +9,7 @@ from dataclasses import dataclass
 READ_ONLY = "db.read_only"
 PRIMARY_ONLY_READS = "db.primary_only_reads"
 DRAIN_PREFIX = "db.drain."
+RATELIMIT_FORCE_MEMORY = "ratelimit.force_memory"  # the cache (and so rate limits) skips Redis
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ def control_apply_local(key: str, enabled: bool) -> None:
 
 def db_controls() -> DbControls:
     return _db
+
+
+def ratelimit_force_memory() -> bool:
+    """The operator told every worker to keep rate-limit counters (and the cache) in process memory."""
+    return _switches.get(RATELIMIT_FORCE_MEMORY, False)
 
 
 def switches() -> dict[str, bool]:

@@ -12,6 +12,9 @@ class IdempotencyRecord(models.Model):
     response_status = models.PositiveSmallIntegerField()
     # Kept as the JSON text that was sent (not jsonb, which reorders keys): a replay is the same body.
     response_body = models.TextField(blank=True)
+    complete = models.BooleanField(
+        default=True, help_text="False while the work after the commit (e.g. collecting a payment) still runs."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -28,6 +28,7 @@ class TokenPairSerializer(serializers.Serializer):
 class RegisterApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes = []
+    ratelimit_scopes = {"POST": ("register",)}
 
     class InputSerializer(StrictInputSerializer):
         username = serializers.RegexField(
@@ -38,7 +39,7 @@ class RegisterApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={201: UserOutputSerializer, **error_responses(400)},
+        responses={201: UserOutputSerializer, **error_responses(400, 429)},
         tags=["auth"],
         summary="Create a customer account",
     )
@@ -52,6 +53,8 @@ class RegisterApi(APIView):
 class TokenObtainApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes = []
+    # Per client IP and per username: one address guessing many passwords, many addresses guessing one account's.
+    ratelimit_scopes = {"POST": ("login", "login_user")}
 
     class InputSerializer(StrictInputSerializer):
         username = serializers.CharField(max_length=150)
@@ -59,7 +62,7 @@ class TokenObtainApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: TokenPairSerializer, **error_responses(400, 401)},
+        responses={200: TokenPairSerializer, **error_responses(400, 401, 429)},
         tags=["auth"],
         summary="Log in: exchange credentials for an access and a refresh token",
     )
@@ -76,10 +79,11 @@ class RefreshInputSerializer(StrictInputSerializer):
 class TokenRefreshApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes = []
+    ratelimit_scopes = {"POST": ("refresh",)}
 
     @extend_schema(
         request=RefreshInputSerializer,
-        responses={200: TokenPairSerializer, **error_responses(400, 401)},
+        responses={200: TokenPairSerializer, **error_responses(400, 401, 429)},
         tags=["auth"],
         summary="Exchange a refresh token for a new pair (the old one stops working)",
     )

@@ -10,7 +10,7 @@ from shop.orders.models import Order
 
 
 def order_list(*, user: AbstractBaseUser) -> QuerySet[Order]:
-    return Order.objects.filter(user=user).prefetch_related("items").order_by("-created_at", "-id")
+    return Order.objects.filter(user=user).prefetch_related("items", "payments").order_by("-created_at", "-id")
 
 
 def order_get(*, user: AbstractBaseUser, order_id: int) -> Order:

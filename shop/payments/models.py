@@ -21,6 +21,9 @@ class Payment(models.Model):
     gateway_reference = models.CharField(max_length=128, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.CharField(max_length=500, blank=True)
+    # A payment cancelled with its order after a charge attempt whose outcome was unknown is checked at the gateway
+    # once by retry_payments (a late charge there needs a refund); set when that check is done.
+    reconciled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

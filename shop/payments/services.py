@@ -1,14 +1,27 @@
-"""Payment writes: a pending payment per order, collected through the gateway when one is configured."""
+"""Payment writes: a pending payment per order; charging it through the gateway, never inside a transaction.
+
+Each payment has one idempotency key for its whole life, sent with every attempt: however often a charge
+is retried (a timeout whose outcome was unknown, ``retry_payments``, two operators at once), the gateway
+charges it at most once. With no gateway, or while it is unavailable, the payment stays ``pending``.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 
-from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
-from shop.orders.models import Order, OrderStatus
-from shop.payments.gateways import ChargeOutcome, GatewayUnavailableError, gateway_get
+from shop.orders.models import Order
+from shop.payments.gateways import (
+    ChargeResult,
+    GatewayRequestRefusedError,
+    GatewayUnavailableError,
+    PaymentGateway,
+    gateway_get,
+)
 from shop.payments.models import Payment, PaymentStatus
 
 logger = logging.getLogger(__name__)
@@ -24,11 +37,23 @@ def payment_cancel_pending(*, order: Order) -> None:
     order.payments.filter(status=PaymentStatus.PENDING).update(status=PaymentStatus.CANCELLED)
 
 
-def payment_collect(*, payment: Payment) -> Payment:
-    """Try to charge a pending payment. Without a gateway, or when it is unavailable, it stays pending."""
-    gateway = gateway_get()
-    if gateway is None or payment.status != PaymentStatus.PENDING:
-        return payment
+@dataclass(frozen=True)
+class ChargeAttempt:
+    """What one attempt learned: a result, or None when the outcome is unknown (retry later, same key)."""
+
+    result: ChargeResult | None
+    error: str = ""
+    skipped: bool = False  # the breaker was open: the gateway was not called
+
+
+def payment_charge(*, payment: Payment, gateway: PaymentGateway | None = None) -> ChargeAttempt:
+    """Ask the gateway to charge a pending payment and note the attempt; the outcome is applied by the caller.
+
+    Never call it inside a transaction: the gateway may take up to its timeout, and no lock should wait on it.
+    """
+    gateway = gateway or gateway_get()
+    if gateway is None:
+        return ChargeAttempt(result=None, error="no payment gateway configured", skipped=True)
     try:
         result = gateway.charge(
             idempotency_key=payment.idempotency_key,
@@ -37,18 +62,34 @@ def payment_collect(*, payment: Payment) -> Payment:
             reference=f"order-{payment.order_id}",
         )
     except GatewayUnavailableError as exc:
-        logger.warning("payment gateway unavailable; payment %s stays pending: %s", payment.pk, exc)
-        Payment.objects.filter(pk=payment.pk).update(attempts=payment.attempts + 1, last_error=str(exc)[:500])
-        return payment
-    with transaction.atomic():
-        payment = Payment.objects.select_for_update().get(pk=payment.pk)
-        payment.attempts += 1
-        payment.gateway_reference = result.reference
-        succeeded = result.outcome == ChargeOutcome.SUCCEEDED
-        payment.status = PaymentStatus.SUCCEEDED if succeeded else PaymentStatus.DECLINED
-        payment.last_error = "" if succeeded else result.message[:500]
-        payment.save()
-        Order.objects.filter(pk=payment.order_id, status=OrderStatus.PENDING_PAYMENT).update(
-            status=OrderStatus.PAID if succeeded else OrderStatus.PAYMENT_FAILED
+        _note_attempt(payment, error=str(exc), counted=not exc.skipped)
+        return ChargeAttempt(result=None, error=str(exc), skipped=exc.skipped)
+    except GatewayRequestRefusedError as exc:
+        logger.error(
+            "payment gateway refused the charge of payment %s: %s",
+            payment.pk,
+            exc,
+            extra={"event": "payment_refused", "payment": payment.pk},
         )
-    return payment
+        _note_attempt(payment, error=str(exc), counted=True)
+        return ChargeAttempt(result=None, error=str(exc))
+    _note_attempt(payment, error="", counted=True)
+    return ChargeAttempt(result=result)
+
+
+def payment_lookup(*, payment: Payment, gateway: PaymentGateway | None = None) -> ChargeResult | None:
+    """The gateway's charge for this payment's key, None when it made none; GatewayUnavailableError when unknown."""
+    gateway = gateway or gateway_get()
+    if gateway is None:
+        return None  # no gateway, no charge
+    return gateway.lookup(idempotency_key=payment.idempotency_key)
+
+
+def _note_attempt(payment: Payment, *, error: str, counted: bool) -> None:
+    """Bookkeeping only (one UPDATE, autocommit): an attempt skipped by the open breaker is not counted."""
+    if payment.pk is None:  # a dry run (test_guard_rails): nothing to record
+        return
+    updates: dict = {"last_error": error[:500], "updated_at": timezone.now()}
+    if counted:
+        updates["attempts"] = F("attempts") + 1
+    Payment.objects.filter(pk=payment.pk).update(**updates)

@@ -3,9 +3,17 @@
 from shop.payments.gateways.base import (
     ChargeOutcome,
     ChargeResult,
+    GatewayRequestRefusedError,
     GatewayUnavailableError,
     PaymentGateway,
     gateway_get,
 )
 
-__all__ = ["ChargeOutcome", "ChargeResult", "GatewayUnavailableError", "PaymentGateway", "gateway_get"]
+__all__ = [
+    "ChargeOutcome",
+    "ChargeResult",
+    "GatewayRequestRefusedError",
+    "GatewayUnavailableError",
+    "PaymentGateway",
+    "gateway_get",
+]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -119,3 +120,66 @@ def test_request_fingerprint_is_stable_and_distinguishes_bodies():
     assert request_fingerprint({}) != request_fingerprint({"a": 1})
     assert request_fingerprint({"a": 1}) != request_fingerprint({"a": "1"})
     assert len(request_fingerprint(None)) == 64
+
+
+# finishing after the commit (checkout collecting the payment outside the transaction)
+
+
+def test_finish_runs_after_the_handler_and_its_response_is_stored_and_replayed(user):
+    handler = CountingHandler()
+    seen = []
+
+    def finish(status: int, body: dict) -> tuple[int, dict]:
+        seen.append((status, body))
+        return status, {**body, "finished": True}
+
+    first = idempotent_call(user=user, scope=SCOPE, key="f", request_body={}, handler=handler, finish=finish)
+    replay = idempotent_call(user=user, scope=SCOPE, key="f", request_body={}, handler=handler, finish=finish)
+    assert seen == [(201, {"call": 1, "amount": "1.50"})]
+    assert first.body == {"call": 1, "amount": "1.50", "finished": True} and not first.replayed
+    assert replay.body == first.body and replay.replayed
+    assert IdempotencyRecord.objects.get(key="f").complete
+
+
+def test_retry_of_a_never_finished_request_replays_the_provisional_response_after_waiting(user):
+    IdempotencyRecord.objects.create(
+        user=user,
+        scope=SCOPE,
+        key="stuck",
+        fingerprint=request_fingerprint({}),
+        response_status=201,
+        response_body='{"id": 7, "status": "pending_payment"}',
+        complete=False,
+    )
+    handler = CountingHandler()
+    started = time.monotonic()
+    result = idempotent_call(
+        user=user, scope=SCOPE, key="stuck", request_body={}, handler=handler, finish=None, finish_wait=0.3
+    )
+    assert time.monotonic() - started >= 0.3
+    assert (result.status, result.body, result.replayed) == (201, {"id": 7, "status": "pending_payment"}, True)
+    assert handler.calls == 0
+
+
+def test_retry_waits_for_an_unfinished_request_and_replays_its_final_response(user):
+    IdempotencyRecord.objects.create(
+        user=user,
+        scope=SCOPE,
+        key="busy",
+        fingerprint=request_fingerprint({}),
+        response_status=201,
+        response_body='{"status": "pending_payment"}',
+        complete=False,
+    )
+    original = IdempotencyRecord.objects.get
+
+    def finishing_meanwhile(*args, **kwargs):  # the first request completes while the retry polls
+        IdempotencyRecord.objects.filter(key="busy").update(response_body='{"status": "paid"}', complete=True)
+        return original(*args, **kwargs)
+
+    IdempotencyRecord.objects.get = finishing_meanwhile
+    try:
+        result = _call(user, CountingHandler(), key="busy")
+    finally:
+        IdempotencyRecord.objects.get = original
+    assert result.body == {"status": "paid"} and result.replayed

@@ -1,0 +1,5 @@
+"""``python -m bench.ratelimit``: see :mod:`bench.ratelimit.run`."""
+
+from bench.ratelimit.run import main
+
+raise SystemExit(main())

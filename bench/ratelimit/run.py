@@ -1,0 +1,338 @@
+"""Run the rate-limit cost benchmark: Redis mode vs memory-fallback mode (Redis killed) vs limits off.
+
+The run
+
+1. builds a fresh devstack stack (``bench-ratelimit``, ports 61100-61102), migrates it, loads the demo catalog;
+2. starts two gunicorn servers against it (2 workers x 4 threads each, like ``make run``): one with rate
+   limiting on (limits so high that nothing is refused: every request is counted, none is turned away), one
+   with ``RATELIMIT_ENABLED=false``;
+3. for ``--rounds`` rounds, measures each mode in turn (the order rotates per round, so drift on a shared
+   machine spreads over the modes): ``redis`` (limits on, Redis up), ``memory`` (limits on, Redis killed
+   with ``kill -9``; counting in each worker's memory) and ``off`` (the second server). Before a mode's
+   measurement, warm-up requests run until the responses show that mode (``RateLimit-Limit`` is the full limit
+   in Redis mode, the worker's share in memory mode, absent when off); then ``--requests`` sequential requests
+   to each endpoint on a keep-alive connection;
+4. stops both servers and takes the stack down.
+
+Endpoints: ``GET /api/products/<id>/`` (one scope counted: ``api``) and ``POST /api/auth/token/refresh/`` with a
+malformed token (answered 401 without touching the database; two scopes: ``api`` and ``refresh``). Each request
+claims one of 1000 client addresses through ``X-Forwarded-For`` (the benchmark plays the one trusted proxy), so
+counters are spread over many keys as with real clients.
+
+Every request is recorded to ``bench/results/ratelimit-<time>/requests.jsonl``; :mod:`bench.ratelimit.report`
+makes the table and the plot. Everything started here is stopped again on success, error, Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.failover.run import Gunicorn, free_port, git_state, manage, say, sigterm_as_interrupt
+from bench.ratelimit import report
+from devstack import DevstackError, Stack
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results"
+DOCS_PLOT = ROOT / "docs" / "bench" / "ratelimit_cost.png"
+MODES = ("redis", "memory", "off")
+WORKERS = 2
+LIMIT = 1_000_000  # per minute: every request is counted, none refused
+SHARE = -(-LIMIT // WORKERS)
+CLIENT_TIMEOUT = 10.0
+WARMUP_STREAK = 20  # consecutive responses showing the mode before it is measured
+WARMUP_MAX = 400
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    method: str
+    path: str
+    body: dict[str, Any] | None
+    expected_status: int
+
+
+ENDPOINTS = (
+    Endpoint("product", "GET", "/api/products/{id}/", None, 200),
+    Endpoint("refresh", "POST", "/api/auth/token/refresh/", {"refresh": "not-a-token"}, 401),
+)
+
+
+@dataclass
+class Record:
+    round: int
+    mode: str
+    endpoint: str
+    latency: float  # seconds, client side
+    status: int
+    observed: str  # the mode the response shows: redis | memory | off | ?
+
+
+def app_env(stack_env: dict[str, str], port: int, limits: bool) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_", "DB_", "REDIS_", "JWT_", "SECRET_KEY", "DJANGO_", "RATELIMIT", "OTEL_"))
+    }
+    env.update(
+        DJANGO_ENV="development",
+        DOTENV_FILE="none",
+        DEBUG="false",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        SECRET_KEY=stack_env["_SECRET_KEY"],
+        JWT_SECRET=stack_env["_JWT_SECRET"],
+        DATABASE_URL=stack_env["DATABASE_URL"],
+        DATABASE_REPLICA_URLS=stack_env["DATABASE_REPLICA_URLS"],
+        REDIS_URL=stack_env["REDIS_URL"],
+        RATELIMIT_ENABLED="true" if limits else "false",
+        RATELIMIT_API=f"{LIMIT}/m",
+        RATELIMIT_REFRESH=f"{LIMIT}/m",
+        TRUSTED_PROXY_COUNT="1",
+        WEB_CONCURRENCY=str(WORKERS),
+        PORT=str(port),
+        LOG_LEVEL="WARNING",  # no per-request log lines in the measured path (gunicorn's access log stays)
+    )
+    env.pop("LOG_DIR", None)
+    return env
+
+
+def observed_mode(response: requests.Response) -> str:
+    limit = response.headers.get("RateLimit-Limit")
+    if limit is None:
+        return "off"
+    return {str(LIMIT): "redis", str(SHARE): "memory"}.get(limit, "?")
+
+
+class Client:
+    """Sequential requests on one keep-alive connection, each from one of 1000 client addresses."""
+
+    def __init__(self, base_url: str, product_ids: list[int], seed: int) -> None:
+        self.base_url = base_url
+        self.session = requests.Session()
+        self.rng = random.Random(seed)
+        self.product_ids = product_ids
+        self.addresses = [f"10.{n // 250}.{n % 250}.{1 + n % 200}" for n in range(1000)]
+
+    def send(self, endpoint: Endpoint) -> tuple[float, requests.Response]:
+        path = endpoint.path.format(id=self.rng.choice(self.product_ids))
+        headers = {"X-Forwarded-For": self.rng.choice(self.addresses), "Accept": "application/json"}
+        started = time.perf_counter()
+        response = self.session.request(
+            endpoint.method, self.base_url + path, json=endpoint.body, headers=headers, timeout=CLIENT_TIMEOUT
+        )
+        _ = response.content
+        return time.perf_counter() - started, response
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def warm_up(client: Client, mode: str) -> int:
+    """Send requests until ``WARMUP_STREAK`` in a row show ``mode``; returns how many it took."""
+    streak = 0
+    for sent in range(1, WARMUP_MAX + 1):
+        _, response = client.send(ENDPOINTS[sent % len(ENDPOINTS)])
+        if response.status_code >= 500:
+            raise RuntimeError(f"warm-up for {mode}: {response.status_code} {response.text[:300]}")
+        streak = streak + 1 if observed_mode(response) == mode else 0
+        if streak >= WARMUP_STREAK:
+            return sent
+        if streak == 0:
+            time.sleep(0.05)  # waiting for a circuit to open or a probe to close it
+    raise RuntimeError(f"the server did not reach {mode} mode within {WARMUP_MAX} requests")
+
+
+class RedisNode:
+    """The stack's Redis, killed and started as the modes need."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.up = True
+
+    def want(self, up: bool) -> None:
+        if up and not self.up:
+            self.stack.start("redis")
+        elif not up and self.up:
+            self.stack.kill("redis")
+        self.up = up
+
+
+def limiter_alone(env: dict[str, str], mode: str, calls: int) -> dict[str, list[float]]:
+    """Time ``enforce`` in a process of its own (see :mod:`bench.ratelimit.inprocess`)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ratelimit.inprocess", mode, str(calls)],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "settings.base"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode:
+        raise RuntimeError(f"bench.ratelimit.inprocess {mode} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout)["scopes"]
+
+
+def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Callable[[], None]]) -> dict[str, Any]:
+    say(f"building a fresh stack '{stack.name}' (port base {stack.port_base})")
+    stack.down()
+    stack_env = stack.up()
+    stack_env["_SECRET_KEY"], stack_env["_JWT_SECRET"] = os.urandom(48).hex(), os.urandom(48).hex()
+    on_env = app_env(stack_env, free_port(), limits=True)
+    off_env = app_env(stack_env, free_port(), limits=False)
+    say("migrate + seed_demo")
+    manage("migrate", "--noinput", env=on_env)
+    manage("seed_demo", "-v", "0", env=on_env)
+    code = git_state()
+    say(
+        f"measuring commit {code['commit'][:10]}"
+        + (f" + uncommitted changes to {', '.join(code['changed_files'])}" if code["changed_files"] else "")
+    )
+    servers = {
+        "on": Gunicorn(on_env, out / "gunicorn-limits-on.log"),
+        "off": Gunicorn(off_env, out / "gunicorn-off.log"),
+    }
+    for server in servers.values():
+        cleanup.append(server.stop)
+    for server in servers.values():
+        server.wait_ready()
+    products = requests.get(f"{servers['on'].url}/api/products/", params={"page_size": 100}, timeout=CLIENT_TIMEOUT)
+    products.raise_for_status()
+    ids = [p["id"] for p in products.json()["results"]]
+    clients = {name: Client(server.url, ids, seed=args.seed) for name, server in servers.items()}
+    redis_node = RedisNode(stack)
+    cleanup.append(lambda: redis_node.want(True))
+
+    records: list[Record] = []
+    warmups: list[dict[str, Any]] = []
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    for round_no in range(args.rounds):
+        order = MODES[round_no % len(MODES) :] + MODES[: round_no % len(MODES)]
+        for mode in order:
+            if mode != "off":
+                redis_node.want(mode == "redis")
+            client = clients["off" if mode == "off" else "on"]
+            warmups.append({"round": round_no, "mode": mode, "requests": warm_up(client, mode)})
+            for endpoint in ENDPOINTS:
+                for _ in range(args.requests):
+                    latency, response = client.send(endpoint)
+                    records.append(
+                        Record(round_no, mode, endpoint.name, latency, response.status_code, observed_mode(response))
+                    )
+            for scope_set, timings in limiter_alone(on_env, mode, args.calls).items():
+                records.extend(Record(round_no, mode, f"enforce:{scope_set}", t, 0, mode) for t in timings)
+            say(f"round {round_no + 1}/{args.rounds}: {mode} measured ({args.requests} requests per endpoint)")
+    load_after = [round(x, 2) for x in os.getloadavg()]
+    redis_node.want(True)
+    for client in clients.values():
+        client.close()
+    for server in servers.values():
+        server.stop()
+        cleanup.remove(server.stop)
+    stack.down()
+    findings = {name: report.scan_log(server.log_path) for name, server in servers.items()}
+    say(f"machine load average before {load_before}, after {load_after}; server logs: {findings}")
+    (out / "requests.jsonl").write_text("".join(json.dumps(asdict(r)) + "\n" for r in records))
+    meta = {
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "workers": WORKERS,
+        "limit_per_minute": LIMIT,
+        "endpoints": [asdict(e) for e in ENDPOINTS],
+        "warmups": warmups,
+        "log_findings": findings,
+        "loadavg": {"before": load_before, "after": load_after},
+        "cpus": os.cpu_count(),
+        "git": code,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def render(out: Path, publish: bool) -> None:
+    run = report.load(out)
+    text, markdown = report.text_table(run), report.markdown_table(run)
+    (out / "report.txt").write_text(text + "\n")
+    (out / "report.md").write_text(markdown + "\n")
+    print(text)
+    try:
+        png = report.plot(run, out / "ratelimit_cost.png")
+    except ImportError:
+        say("matplotlib is not installed (pip install -r requirements-dev.txt): no plot")
+        return
+    say(f"plot: {png}")
+    if publish:
+        DOCS_PLOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, DOCS_PLOT)
+        say(f"plot published to {DOCS_PLOT.relative_to(ROOT)}")
+    say(f"tables: {out / 'report.txt'} and {out / 'report.md'}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.ratelimit", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=5, help="rounds over the three modes (%(default)s)")
+    p.add_argument("--requests", type=int, default=300, help="requests per endpoint per mode per round (%(default)s)")
+    p.add_argument(
+        "--calls", type=int, default=2000, help="in-process enforce() calls per mode per round (%(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=1, help="random seed of products and addresses (%(default)s)")
+    p.add_argument("--name", default="bench-ratelimit", help="devstack stack name (%(default)s)")
+    p.add_argument("--port-base", type=int, default=61100, help="devstack port base (%(default)s)")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results/ratelimit-<time>)")
+    p.add_argument("--publish", action="store_true", help=f"also write the plot to {DOCS_PLOT.relative_to(ROOT)}")
+    p.add_argument("--report", type=Path, metavar="DIR", help="only re-render the report of an earlier run's folder")
+    args = p.parse_args(argv)
+    if not 1 <= args.rounds <= 20 or not 10 <= args.requests <= 5000 or not 10 <= args.calls <= 100_000:
+        p.error("keep it bounded: 1-20 rounds, 10-5000 requests, 10-100000 calls")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.report:
+        render(args.report, args.publish)
+        return 0
+    out = args.out or RESULTS / f"ratelimit-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    stack = Stack(name=args.name, port_base=args.port_base, echo=lambda m: say(f"devstack: {m}"))
+    cleanup: list[Callable[[], None]] = []
+    started = time.monotonic()
+    interrupted = False
+    try:
+        with sigterm_as_interrupt():
+            measure(args, stack, out, cleanup)
+    except KeyboardInterrupt:
+        say("interrupted; cleaning up")
+        interrupted = True
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for undo in reversed(cleanup):
+            try:
+                undo()
+            except Exception as exc:  # noqa: BLE001 - keep cleaning up whatever failed
+                say(f"cleanup step failed: {exc}")
+        with contextlib.suppress(DevstackError):
+            stack.down()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if interrupted:
+        return 130
+    say(f"done in {time.monotonic() - started:.0f} s; raw results in {out}")
+    render(out, args.publish)
+    return 0

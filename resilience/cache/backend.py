@@ -1,0 +1,187 @@
+"""``FallbackCache``: Redis (through django-redis) while it answers, this process's memory when it does not.
+
+``LOCATION`` is the Redis URL; empty means no Redis (memory only, e.g. a development machine). OPTIONS:
+``SOCKET_CONNECT_TIMEOUT`` and ``SOCKET_TIMEOUT`` (seconds, default 0.25 each), ``PROBE_INTERVAL`` (seconds,
+default 1), ``MEMORY_MAX_ENTRIES`` (default 100 000). ``KEY_PREFIX``, ``VERSION``, ``KEY_FUNCTION`` and
+``TIMEOUT`` apply to both stores alike, so a key means the same thing in either.
+
+Every call goes to Redis unless the circuit is open or the operator switch ``ratelimit.force_memory`` is on;
+a Redis failure opens the circuit (see :mod:`resilience.cache.circuit`) and the same call is answered from
+memory. redis-py's own retries are turned off (``Retry(NoBackoff(), 0)`` on every connection of the pool,
+through django-redis's ``CONNECTION_POOL_KWARGS``): a failure costs one timeout, not redis-py 6+'s default of
+ten retries with backoff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.cache.backends.locmem import LocMemCache
+from django_redis.cache import RedisCache
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from resilience.cache.circuit import REDIS_FAILURES, RedisCircuit, circuit_for
+from resilience.controls.state import ratelimit_force_memory
+
+DEFAULT_SOCKET_TIMEOUT = 0.25
+DEFAULT_PROBE_INTERVAL = 1.0
+DEFAULT_MEMORY_MAX_ENTRIES = 100_000
+
+_SHARED_PARAMS = ("KEY_PREFIX", "VERSION", "KEY_FUNCTION", "TIMEOUT")
+
+
+def no_retry() -> Retry:
+    """redis-py's retry policy for "never retry": one attempt, then the error."""
+    return Retry(NoBackoff(), 0)
+
+
+def redis_name(url: str) -> str:
+    """``host:port/db`` of a Redis URL, for logs and health: never its password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
+
+
+class FallbackCache(BaseCache):
+    """A Django cache backend: Redis with a circuit breaker, process memory as the fallback."""
+
+    def __init__(self, location: str, params: dict[str, Any]) -> None:
+        super().__init__(params)
+        options = params.get("OPTIONS", {})
+        shared = {name: params[name] for name in _SHARED_PARAMS if name in params}
+        self.location = location.strip() if isinstance(location, str) else ""
+        memory_name = f"bulwark-fallback:{self.location or 'memory-only'}"
+        self._memory = LocMemCache(
+            memory_name,
+            {**shared, "OPTIONS": {"MAX_ENTRIES": options.get("MEMORY_MAX_ENTRIES", DEFAULT_MEMORY_MAX_ENTRIES)}},
+        )
+        self._redis: RedisCache | None = None
+        self.circuit: RedisCircuit | None = None
+        if not self.location:
+            return
+        connect_timeout = float(options.get("SOCKET_CONNECT_TIMEOUT", DEFAULT_SOCKET_TIMEOUT))
+        socket_timeout = float(options.get("SOCKET_TIMEOUT", DEFAULT_SOCKET_TIMEOUT))
+        self.connect_timeout, self.socket_timeout = connect_timeout, socket_timeout
+        self._redis = RedisCache(
+            self.location,
+            {
+                **shared,
+                "OPTIONS": {
+                    "SOCKET_CONNECT_TIMEOUT": connect_timeout,
+                    "SOCKET_TIMEOUT": socket_timeout,
+                    # Reaches every Connection of the pool (django-redis passes these to ConnectionPool.from_url).
+                    "CONNECTION_POOL_KWARGS": {"retry": no_retry(), "retry_on_error": []},
+                    "IGNORE_EXCEPTIONS": False,  # we need the failure to switch stores
+                },
+            },
+        )
+        interval = float(options.get("PROBE_INTERVAL", DEFAULT_PROBE_INTERVAL))
+        self.circuit = circuit_for(
+            self.location, lambda: RedisCircuit(redis_name(self.location), self._probe, interval=interval)
+        )
+
+    # ---- which store ------------------------------------------------------------------------------------------
+
+    def _probe(self) -> None:
+        """PING on a connection of its own (same short timeouts, no retries); then drop the pool's idle
+        connections, which point at the Redis that went away."""
+        client = redis.Redis.from_url(
+            self.location,
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=self.socket_timeout,
+            retry=no_retry(),
+        )
+        try:
+            client.ping()
+        finally:
+            client.close()
+        if self._redis is not None:
+            self._redis.client.get_client(write=True).connection_pool.disconnect(inuse_connections=False)
+
+    def uses_memory(self) -> bool:
+        """Whether the next call is answered from this process's memory (no Redis, circuit open, or forced)."""
+        if self._redis is None or self.circuit is None:
+            return True
+        forced = ratelimit_force_memory()
+        self.circuit.note_forced(forced)
+        return forced or self.circuit.is_open
+
+    def _call(self, operation: str, call: Callable[[BaseCache], Any]) -> Any:
+        if not self.uses_memory():
+            try:
+                return call(self._redis)  # type: ignore[arg-type]
+            except REDIS_FAILURES as exc:
+                self.circuit.trip(exc, operation)  # type: ignore[union-attr]
+        return call(self._memory)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state for health checks and the dashboard."""
+        if self.circuit is None:
+            return {"backend": "memory", "redis_configured": False, "breaker": None, "forced_memory": False}
+        state = self.circuit.snapshot()
+        forced = ratelimit_force_memory()
+        state.update(
+            backend="memory" if forced or state["breaker"] == "open" else "redis",
+            redis_configured=True,
+            forced_memory=forced,
+            connect_timeout=self.connect_timeout,
+            socket_timeout=self.socket_timeout,
+        )
+        return state
+
+    # ---- the cache API, delegated -------------------------------------------------------------------------------
+
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        return self._call("add", lambda store: store.add(key, value, timeout, version=version))
+
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        return self._call("get", lambda store: store.get(key, default, version=version))
+
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> Any:
+        return self._call("set", lambda store: store.set(key, value, timeout, version=version))
+
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        return self._call("touch", lambda store: store.touch(key, timeout, version=version))
+
+    def delete(self, key: Any, version: int | None = None) -> bool:
+        return self._call("delete", lambda store: store.delete(key, version=version))
+
+    def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        keys = list(keys)
+        return self._call("get_many", lambda store: store.get_many(keys, version=version))
+
+    def set_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list:
+        result = self._call("set_many", lambda store: store.set_many(data, timeout, version=version))
+        return result or []  # django-redis returns None; Django's contract is "the keys that failed"
+
+    def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        keys = list(keys)
+        self._call("delete_many", lambda store: store.delete_many(keys, version=version))
+
+    def has_key(self, key: Any, version: int | None = None) -> bool:
+        return self._call("has_key", lambda store: store.has_key(key, version=version))
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        return self._call("incr", lambda store: store.incr(key, delta, version=version))
+
+    def decr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        return self._call("decr", lambda store: store.decr(key, delta, version=version))
+
+    def clear(self) -> None:
+        """Clear the store in use, and memory always (entries kept there during an outage are stale)."""
+        self._call("clear", lambda store: store.clear())
+        self._memory.clear()
+
+    def close(self, **kwargs: Any) -> None:
+        """End of request (Django's ``request_finished``): django-redis keeps its pool unless told otherwise."""
+        if self._redis is not None and not self.uses_memory():
+            try:
+                self._redis.close(**kwargs)
+            except REDIS_FAILURES as exc:
+                self.circuit.trip(exc, "close")  # type: ignore[union-attr]

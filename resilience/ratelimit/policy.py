@@ -1,0 +1,137 @@
+"""Which requests are counted, against what, and what a client is told.
+
+Counting is django-ratelimit's core (``django_ratelimit.core.get_usage``: a fixed window per key with
+per-key jitter, ``cache.add`` then ``cache.incr``) against the cache from ``RATELIMIT_USE_CACHE``, our
+:class:`~resilience.cache.backend.FallbackCache`. The library's own failure handling is never reached:
+the cache does not raise when Redis fails, it answers from memory. What we add around the core:
+
+- the scopes and their keys (client IP behind trusted proxies, user, username from the body);
+- the per-worker share in memory mode: while counters live in each process, each of the ``WEB_CONCURRENCY``
+  workers allows ``ceil(limit / workers)``, so a client spread over every worker still gets about ``limit``;
+- one retry when the store switched between the library's ``add`` and ``incr`` (the count is then unknown
+  and the library would refuse the request); a second unknown count lets the request through, logged;
+- ``429 rate_limited`` with ``Retry-After`` and the ``RateLimit-*`` headers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+from django_ratelimit.core import get_usage
+
+from resilience.errors import RateLimitedError
+from resilience.ratelimit.client_ip import client_ip
+
+logger = logging.getLogger("resilience.ratelimit")
+
+# scope -> what it counts by: "ip", "user", "username" (from the request body) or "client" (user, else IP).
+SCOPES: dict[str, str] = {
+    "api": "client",
+    "login": "ip",
+    "login_user": "username",
+    "register": "ip",
+    "refresh": "ip",
+    "checkout": "user",
+}
+
+
+@dataclass(frozen=True)
+class Usage:
+    scope: str
+    limit: int
+    window: int  # seconds
+    count: int
+    reset: int  # seconds until the window ends
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.count)
+
+    @property
+    def exceeded(self) -> bool:
+        return self.count > self.limit
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset),
+        }
+
+
+def worker_share(limit: int, workers: int) -> int:
+    """One process's share of ``limit`` when ``workers`` processes count separately: ceil, at least 1."""
+    workers = max(1, workers)
+    return max(1, -(-limit // workers))
+
+
+def counts_in_memory() -> bool:
+    """Whether the counters live in this process right now (no Redis, Redis down, or forced by the operator)."""
+    cache = caches[settings.RATELIMIT_USE_CACHE]
+    uses_memory = getattr(cache, "uses_memory", None)
+    return bool(uses_memory()) if uses_memory is not None else False
+
+
+def _key(kind: str, request: Any) -> str | None:
+    if kind == "ip":
+        return "ip:" + client_ip(request.META, settings.RATELIMIT_TRUSTED_PROXY_COUNT)
+    user = getattr(request, "user", None)
+    authenticated = bool(user is not None and user.is_authenticated)
+    if kind == "user":
+        return f"user:{user.pk}" if authenticated else None
+    if kind == "client":
+        return f"user:{user.pk}" if authenticated else _key("ip", request)
+    if kind == "username":
+        data = request.data  # parsed once; a malformed body raises parse_error here, as it would in the view
+        username = data.get("username") if hasattr(data, "get") else None
+        return f"username:{username.strip().lower()[:150]}" if isinstance(username, str) and username.strip() else None
+    raise ValueError(f"unknown rate-limit key kind {kind!r}")
+
+
+def count(request: Any, scope: str) -> Usage | None:
+    """Count this request against ``scope``; None when the scope is off, has no key here, or could not count."""
+    rate = settings.RATELIMIT_RATES.get(scope)
+    if rate is None:
+        return None
+    value = _key(SCOPES[scope], request)
+    if value is None:
+        return None
+    limit, window = rate
+    for _attempt in range(2):
+        in_memory = counts_in_memory()
+        share = worker_share(limit, settings.RATELIMIT_WORKERS) if in_memory else limit
+        usage = get_usage(
+            request, group=f"bulwark.{scope}", key=lambda group, req: value, rate=(share, window), increment=True
+        )
+        if usage is None:
+            return None  # RATELIMIT_ENABLE is off
+        if usage["limit"]:  # limit 0 = the library could not read the count (the store switched mid-way)
+            return Usage(scope, share, window, int(usage["count"]), max(1, int(usage["time_left"])))
+    logger.warning(
+        "rate limit %s not counted for this request (the counter store kept switching); let through",
+        scope,
+        extra={"event": "ratelimit_uncounted", "scope": scope},
+    )
+    return None
+
+
+def enforce(request: Any, scopes: list[str]) -> dict[str, str]:
+    """Count the request against each scope in order; raise ``RateLimitedError`` at the first one exceeded
+    (later scopes are then not counted). Returns the ``RateLimit-*`` headers of the tightest scope."""
+    if not settings.RATELIMIT_ENABLE:
+        return {}
+    usages = []
+    for scope in scopes:
+        usage = count(request, scope)
+        if usage is None:
+            continue
+        if usage.exceeded:
+            raise RateLimitedError(scope=scope, limit=usage.limit, window=usage.window, reset=usage.reset)
+        usages.append(usage)
+    if not usages:
+        return {}
+    return min(usages, key=lambda usage: (usage.remaining, -usage.reset)).headers()

@@ -1,0 +1,244 @@
+"""FallbackCache against real Redis servers: the test stack's, one we kill and restart, a hung one, a dead port."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from django.core.cache import caches
+
+from resilience.cache import FallbackCache, cache_state
+from resilience.cache.circuit import reset_circuits
+from resilience.controls.state import RATELIMIT_FORCE_MEMORY, controls_replace
+from tests.redis_servers import HungRedis, RedisProcess, dead_redis_url, stack_redis_url
+
+TIMEOUT = 0.25
+
+
+@pytest.fixture(autouse=True)
+def _fresh_circuits() -> Iterator[None]:
+    reset_circuits()
+    yield
+    reset_circuits()
+
+
+@pytest.fixture
+def make_cache() -> Callable[..., FallbackCache]:
+    def make(location: str, **options: float) -> FallbackCache:
+        params = {
+            "KEY_PREFIX": f"t-{uuid.uuid4().hex[:8]}",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": TIMEOUT, "SOCKET_TIMEOUT": TIMEOUT, **options},
+        }
+        return FallbackCache(location, params)
+
+    return make
+
+
+@pytest.fixture
+def hung_redis() -> Iterator[HungRedis]:
+    server = HungRedis()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_process() -> Iterator[RedisProcess]:
+    server = RedisProcess()
+    server.start()
+    yield server
+    server.kill()
+
+
+def raw(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2)
+
+
+def in_redis(cache: FallbackCache, url: str, key: str) -> bool:
+    return bool(raw(url).exists(f"{cache.key_prefix}:1:{key}"))
+
+
+def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "resilience.cache" and getattr(r, "event", None) == name]
+
+
+def timed(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 8.0) -> float:
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout, "not reached in time"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+# ---- Redis up: the whole API is Redis ------------------------------------------------------------------------
+
+
+def test_the_cache_api_goes_to_redis_while_it_answers(make_cache) -> None:
+    url = stack_redis_url()
+    cache = make_cache(url)
+    assert cache.set("a", {"x": 1}, 60) is not False
+    assert cache.get("a") == {"x": 1} and in_redis(cache, url, "a")
+    assert cache.add("a", "other") is False and cache.add("b", 5) is True
+    assert cache.incr("b") == 6 and cache.decr("b", 2) == 4
+    assert cache.has_key("b") and not cache.has_key("nothing")
+    assert cache.set_many({"c": 1, "d": 2}) == []
+    assert cache.get_many(["c", "d", "e"]) == {"c": 1, "d": 2}
+    assert cache.touch("c", 100) is True and 90 < raw(url).ttl(f"{cache.key_prefix}:1:c") <= 100
+    assert cache.get_or_set("f", lambda: "computed") == "computed" and in_redis(cache, url, "f")
+    assert cache.incr_version("c") == 2 and cache.get("c", version=2) == 1
+    assert cache.delete("a") is True and cache.get("a", "gone") == "gone"
+    cache.delete_many(["b", "d"])
+    assert cache.get_many(["b", "d"]) == {}
+    with pytest.raises(ValueError):
+        cache.incr("missing")  # Django's contract, and not a Redis failure
+    assert cache.snapshot()["backend"] == "redis" and cache.snapshot()["breaker"] == "closed"
+    # Nothing of this is in process memory.
+    assert cache._memory.get("f") is None
+
+
+def test_redis_retries_are_off_on_every_connection(make_cache) -> None:
+    cache = make_cache(stack_redis_url())
+    cache.set("k", 1)
+    pool = cache._redis.client.get_client(write=True).connection_pool
+    assert pool.connection_kwargs["retry"].get_retries() == 0
+    connection = pool.get_connection()
+    try:
+        assert connection.retry.get_retries() == 0
+        assert connection.socket_timeout == TIMEOUT and connection.socket_connect_timeout == TIMEOUT
+    finally:
+        pool.release(connection)
+
+
+def test_the_project_cache_is_the_fallback_cache_on_the_stack_redis() -> None:
+    cache = caches["default"]
+    assert isinstance(cache, FallbackCache)
+    assert cache.location == stack_redis_url()
+    assert cache.connect_timeout <= 0.25 and cache.socket_timeout <= 0.25
+    assert cache_state()["redis_configured"] is True
+
+
+# ---- Redis failing ---------------------------------------------------------------------------------------------
+
+
+def test_a_hung_redis_costs_one_timeout_then_memory(make_cache, hung_redis, caplog) -> None:
+    cache = make_cache(hung_redis.url)
+    first = timed(lambda: cache.set("a", 1))
+    assert TIMEOUT * 0.8 <= first < 1.0, first  # one socket timeout: no redis-py retries with backoff
+    rest = [timed(lambda: cache.incr("a")) for _ in range(50)]
+    assert max(rest) < 0.05, max(rest)  # the circuit is open: no call waits on Redis again
+    assert cache.get("a") == 51  # answered from memory, consistently
+    assert len(events(caplog, "cache_redis_down")) == 1
+    state = cache.snapshot()
+    assert state["backend"] == "memory" and state["breaker"] == "open" and state["trips"] == 1
+    assert "Timeout" in state["last_error"]
+
+
+def test_a_refused_redis_fails_over_at_once(make_cache, caplog) -> None:
+    cache = make_cache(dead_redis_url())
+    assert timed(lambda: cache.add("k", 0, 60)) < 0.2
+    assert cache.incr("k") == 1 and cache.get("k") == 1
+    assert cache.uses_memory()
+    assert len(events(caplog, "cache_redis_down")) == 1
+
+
+def test_concurrent_requests_pay_at_most_one_timeout_each(make_cache, hung_redis) -> None:
+    cache = make_cache(hung_redis.url)
+    threads, calls = 8, 25
+    durations: list[float] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        for i in range(calls):
+            spent = timed(lambda i=i: cache.set(f"k{n}-{i}", i))
+            with lock:
+                durations.append(spent)
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(timeout=30)
+    wall = time.perf_counter() - started
+    slow = [d for d in durations if d > 0.1]
+    assert len(durations) == threads * calls
+    assert len(slow) <= threads, slow  # a thread in flight when Redis hung pays one timeout; no call pays two
+    assert max(durations) < 2 * TIMEOUT + 0.3, max(durations)
+    assert wall < 3 * TIMEOUT + 1.0, wall  # the process as a whole lost about one timeout, not one per call
+
+
+def test_a_probe_returns_to_redis_when_it_answers_again(make_cache, redis_process, caplog) -> None:
+    cache = make_cache(redis_process.url, PROBE_INTERVAL=0.2)
+    cache.set("before", "redis", 60)
+    assert in_redis(cache, redis_process.url, "before")
+
+    redis_process.kill()
+    cache.add("counter", 0, 60)  # the failing call is answered from memory
+    assert cache.incr("counter") == 1 and cache.snapshot()["backend"] == "memory"
+    assert cache.get("before") is None  # memory never had it
+
+    redis_process.start()
+    wait_for(lambda: cache.snapshot()["backend"] == "redis")
+    assert len(events(caplog, "cache_redis_up")) == 1
+    # Counters kept in memory meanwhile are not merged back: the count restarts in Redis.
+    assert cache.get("counter") is None
+    assert cache.add("counter", 0, 60) is True and cache.incr("counter") == 1
+    assert in_redis(cache, redis_process.url, "counter")
+    assert cache.snapshot()["trips"] == 1
+
+
+def test_a_probe_keeps_probing_while_redis_stays_down(make_cache) -> None:
+    cache = make_cache(dead_redis_url(), PROBE_INTERVAL=0.1)
+    cache.set("k", 1)
+    wait_for(lambda: cache.snapshot()["failed_probes"] >= 3)
+    assert cache.snapshot()["breaker"] == "open" and cache.get("k") == 1
+
+
+def test_every_thread_shares_the_process_circuit(make_cache) -> None:
+    url = dead_redis_url()
+    first, second = make_cache(url), make_cache(url)  # Django builds one cache object per thread
+    first.set("k", 1)
+    assert second.uses_memory() and second.circuit is first.circuit
+
+
+# ---- operator switch and memory-only ----------------------------------------------------------------------------
+
+
+def test_the_operator_switch_forces_memory_with_redis_up(make_cache, caplog) -> None:
+    url = stack_redis_url()
+    cache = make_cache(url)
+    controls_replace([(RATELIMIT_FORCE_MEMORY, True)])
+    try:
+        cache.set("forced", 1)
+        assert not in_redis(cache, url, "forced") and cache.get("forced") == 1
+        assert cache.snapshot()["backend"] == "memory" and cache.snapshot()["forced_memory"] is True
+        assert len(events(caplog, "cache_forced_memory")) == 1
+    finally:
+        controls_replace([])
+    cache.set("released", 1)
+    assert in_redis(cache, url, "released") and cache.snapshot()["backend"] == "redis"
+    assert len(events(caplog, "cache_force_released")) == 1
+
+
+def test_without_a_location_the_cache_is_memory_only(make_cache) -> None:
+    cache = make_cache("")
+    assert cache.set("k", 1) is not False and cache.incr("k") == 2
+    assert cache.uses_memory()
+    assert cache.snapshot() == {"backend": "memory", "redis_configured": False, "breaker": None, "forced_memory": False}
+
+
+def test_clear_empties_memory_too(make_cache) -> None:
+    cache = make_cache(dead_redis_url())
+    cache.set("k", 1)
+    cache.clear()
+    assert cache.get("k") is None
