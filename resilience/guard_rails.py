@@ -8,13 +8,11 @@ probe of every node. A dependency that is down right now is a ``warn`` (the guar
 ``fail``; ``fail`` means a guard rail itself does not work.
 
 Apps add their own checks with :func:`guard_rail_register` from ``AppConfig.ready()`` (the shop registers
-the payment fallback). The fallback cache's check is whatever ``resilience.cache`` exposes as
-``guard_rail_check`` (a function yielding the same lines), when it exposes one.
+the payment fallback). The rate-limit store is checked with a scratch fallback cache at a hung Redis address.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import socket
 import time
@@ -224,16 +222,45 @@ def _quiet(logger_name: str) -> Iterator[None]:
 
 
 def check_cache() -> Iterator[Line]:
-    try:
-        module = importlib.import_module("resilience.cache")
-    except ImportError:
-        yield ("info", "skipped: no fallback cache in this version")
-        return
-    check = getattr(module, "guard_rail_check", None)
-    if check is None:
-        yield ("info", "skipped: resilience.cache exposes no guard_rail_check yet")
-        return
-    yield from check()
+    """The rate-limit store falls back to memory: a scratch FallbackCache, with the live timeouts, at a Redis
+    address that accepts connections and never answers (a hung Redis, the worst case)."""
+    from resilience.cache import FallbackCache, cache_state
+
+    options = settings.CACHES["default"].get("OPTIONS", {})
+    budget = float(options.get("SOCKET_CONNECT_TIMEOUT", 0.25)) + float(options.get("SOCKET_TIMEOUT", 0.25)) + 0.5
+    with closing(socket.socket()) as hung, _quiet("resilience.cache"):
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        location = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
+        scratch = FallbackCache(location, {"KEY_PREFIX": "guard-rail", "OPTIONS": {**options, "PROBE_INTERVAL": 60}})
+        try:
+            started = time.monotonic()
+            scratch.add("count", 0, 60)
+            first = time.monotonic() - started
+            started = time.monotonic()
+            scratch.incr("count")
+            count = scratch.incr("count")
+            later = time.monotonic() - started
+            in_memory = scratch.uses_memory()
+        finally:
+            if scratch.circuit is not None:
+                scratch.circuit.stop()
+            scratch.close()
+    yield (
+        "ok" if in_memory and first <= budget else "fail",
+        f"Redis hung: the first call fell back to memory in {first * 1000:.0f} ms (budget {budget * 1000:.0f} ms)",
+    )
+    yield (
+        "ok" if count == 2 and later < 0.2 else "fail",
+        f"later calls skip Redis ({later * 1000:.1f} ms for two) and counting goes on in memory",
+    )
+    live = cache_state()
+    if not live.get("redis_configured"):
+        yield ("warn", "no REDIS_URL: rate limits are counted in each process only")
+    elif live.get("breaker") == "open" or live.get("forced_memory"):
+        yield ("warn", f"the live cache is in memory now ({live.get('breaker')}, forced={live.get('forced_memory')})")
+    else:
+        yield ("ok", "the live cache is on Redis")
 
 
 def guard_rails() -> dict[str, GuardRail]:

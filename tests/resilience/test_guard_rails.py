@@ -92,3 +92,12 @@ def test_a_broken_guard_rail_fails_the_run():
     assert code == 1
     assert "❌ the check itself failed: RuntimeError: the fallback is missing" in out
     assert "Some guard rails do not work." in out
+
+
+def test_the_rate_limit_store_guard_rail_falls_back_to_memory_within_one_timeout():
+    from resilience.guard_rails import check_cache
+
+    lines = list(check_cache())
+    assert [level for level, _ in lines[:2]] == ["ok", "ok"], lines
+    assert "fell back to memory" in lines[0][1] and "counting goes on in memory" in lines[1][1]
+    assert lines[2][0] in ("ok", "warn")
