@@ -528,24 +528,55 @@ def save(out: Path, results: list[ModeResult], args: argparse.Namespace) -> None
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def render(out: Path, publish: bool) -> None:
-    runs = report.load(out)
-    text = report.text_table(runs)
-    markdown = report.markdown_table(runs)
+def publish_report(
+    out: Path, text: str, markdown: str, plot: Callable[[Path], Path], docs_plot: Path, publish: bool
+) -> None:
+    """Write the tables next to the raw results, draw the plot, and with ``publish`` copy it under docs/."""
     (out / "report.txt").write_text(text + "\n")
     (out / "report.md").write_text(markdown + "\n")
     print(text)
     try:
-        png = report.plot(runs, out / "failover_latency.png")
+        png = plot(out / docs_plot.name)
     except ImportError:
         say("matplotlib is not installed (pip install -r requirements-dev.txt): no plot")
         return
     say(f"plot: {png}")
     if publish:
-        DOCS_PLOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(png, DOCS_PLOT)
-        say(f"plot published to {DOCS_PLOT.relative_to(ROOT)}")
+        docs_plot.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, docs_plot)
+        say(f"plot published to {docs_plot.relative_to(ROOT)}")
     say(f"tables: {out / 'report.txt'} and {out / 'report.md'}")
+
+
+def render(out: Path, publish: bool) -> None:
+    runs = report.load(out)
+    publish_report(
+        out,
+        report.text_table(runs),
+        report.markdown_table(runs),
+        lambda png: report.plot(runs, png),
+        DOCS_PLOT,
+        publish,
+    )
+
+
+def teardown(cleanup: list[Callable[[], None]], stack: Stack) -> None:
+    """Undo every step and take the stack down; a second Ctrl-C cannot interrupt it (each step is time-bounded)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        for undo in reversed(cleanup):
+            try:
+                undo()
+            except Exception as exc:  # noqa: BLE001 - keep cleaning up whatever failed
+                say(f"cleanup step failed: {exc}")
+        try:
+            stack.down()
+        except DevstackError as exc:
+            say(f"could not take the stack down: {exc}; run `python -m devstack --name {stack.name} down`")
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -580,22 +611,9 @@ def main(argv: list[str] | None = None) -> int:
         say("interrupted; cleaning up")
         interrupted = True
     finally:
-        # A second Ctrl-C must not leave a server or a hung PostgreSQL behind: every step below is time-bounded.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for undo in reversed(cleanup):
-            try:
-                undo()
-            except Exception as exc:  # noqa: BLE001 - keep cleaning up whatever failed
-                say(f"cleanup step failed: {exc}")
-        try:
-            stack.down()
-        except DevstackError as exc:
-            say(f"could not take the stack down: {exc}; run `python -m devstack --name {args.name} down`")
+        teardown(cleanup, stack)
         if results:
             save(out, results, args)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if interrupted:
         if results:
             say(f"partial results (complete modes only) in {out}; `--report {out}` renders them")

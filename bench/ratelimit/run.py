@@ -26,13 +26,10 @@ makes the table and the plot. Everything started here is stopped again on succes
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
 import random
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -43,9 +40,18 @@ from typing import Any
 
 import requests
 
-from bench.failover.run import Gunicorn, free_port, git_state, manage, say, sigterm_as_interrupt
+from bench.failover.run import (
+    Gunicorn,
+    free_port,
+    git_state,
+    manage,
+    publish_report,
+    say,
+    sigterm_as_interrupt,
+    teardown,
+)
 from bench.ratelimit import report
-from devstack import DevstackError, Stack
+from devstack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
@@ -266,21 +272,9 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
 
 def render(out: Path, publish: bool) -> None:
     run = report.load(out)
-    text, markdown = report.text_table(run), report.markdown_table(run)
-    (out / "report.txt").write_text(text + "\n")
-    (out / "report.md").write_text(markdown + "\n")
-    print(text)
-    try:
-        png = report.plot(run, out / "ratelimit_cost.png")
-    except ImportError:
-        say("matplotlib is not installed (pip install -r requirements-dev.txt): no plot")
-        return
-    say(f"plot: {png}")
-    if publish:
-        DOCS_PLOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(png, DOCS_PLOT)
-        say(f"plot published to {DOCS_PLOT.relative_to(ROOT)}")
-    say(f"tables: {out / 'report.txt'} and {out / 'report.md'}")
+    publish_report(
+        out, report.text_table(run), report.markdown_table(run), lambda png: report.plot(run, png), DOCS_PLOT, publish
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -320,17 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         say("interrupted; cleaning up")
         interrupted = True
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for undo in reversed(cleanup):
-            try:
-                undo()
-            except Exception as exc:  # noqa: BLE001 - keep cleaning up whatever failed
-                say(f"cleanup step failed: {exc}")
-        with contextlib.suppress(DevstackError):
-            stack.down()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        teardown(cleanup, stack)
     if interrupted:
         return 130
     say(f"done in {time.monotonic() - started:.0f} s; raw results in {out}")
