@@ -11,4 +11,5 @@ class IdempotencyRecordAdmin(admin.ModelAdmin):
     readonly_fields = ["user", "scope", "key", "fingerprint", "response_status", "response_body", "created_at"]
 
 
+from resilience.auth.admin import KeyAuditEntryAdmin, SigningKeyAdmin  # noqa: E402,F401 - registers them
 from resilience.controls.admin import ControlAuditEntryAdmin, OperatorControlAdmin  # noqa: E402,F401 - registers them

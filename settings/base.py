@@ -13,6 +13,7 @@ CONFIG = load_config()
 
 BULWARK_CONFIG = CONFIG
 SECRET_KEY = CONFIG.secret_key
+SECRET_KEY_FALLBACKS = CONFIG.secret_key_fallbacks
 DEBUG = CONFIG.debug
 ALLOWED_HOSTS = CONFIG.allowed_hosts
 BULWARK_ENV = CONFIG.django_env
@@ -177,10 +178,19 @@ SIMPLE_JWT = {
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
+    # Keys, algorithms and kids come from the key ring (resilience/auth), never from these two settings.
     "ALGORITHM": "HS256",
     "SIGNING_KEY": CONFIG.jwt_secret,
     "AUTH_HEADER_TYPES": ("Bearer",),
-    "LEEWAY": 30,
+    "LEEWAY": int(CONFIG.jwt_leeway.total_seconds()),
+    "ISSUER": "bulwark",
+    "AUDIENCE": "bulwark-api",
+}
+BULWARK_JWT = {
+    "KIDLESS_UNTIL": CONFIG.jwt_kidless_until,
+    "JWKS_MAX_AGE": int(CONFIG.jwt_jwks_max_age.total_seconds()),
+    "RING_REFRESH_SECONDS": 1.0,  # every worker re-reads the ring this often: a revocation reaches all in ~1 s
+    "UNKNOWN_KID_REFRESH_SECONDS": 5.0,  # an unknown kid re-reads the ring at most this often per process
 }
 
 SPECTACULAR_SETTINGS = {

@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from resilience.api.views import api_route_not_found
+from resilience.auth.views import jwks
 from resilience.health import views as health
 
 handler400 = "resilience.api.views.bad_request"
@@ -17,4 +18,5 @@ urlpatterns = [
     path("api/", include("shop.urls")),
     re_path(r"^api/(?P<path>.*)$", api_route_not_found),
     re_path(r"^health/live/?$", health.live, name="health-live"),
+    path(".well-known/jwks.json", jwks, name="jwks"),
 ]

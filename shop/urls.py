@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from shop.accounts.apis import LogoutApi, MeApi, RegisterApi, TokenObtainApi, TokenRefreshApi
+from shop.accounts.apis import LogoutApi, LogoutEverywhereApi, MeApi, RegisterApi, TokenObtainApi, TokenRefreshApi
 from shop.cart.apis import CartApi, CartItemAddApi, CartItemApi
 from shop.catalog.apis import CategoryListApi, ProductDetailApi, ProductListApi
 from shop.orders.apis import OrderCancelApi, OrderDetailApi, OrderListCreateApi
@@ -14,6 +14,7 @@ urlpatterns = [
     path("auth/token/", TokenObtainApi.as_view(), name="token"),
     path("auth/token/refresh/", TokenRefreshApi.as_view(), name="token-refresh"),
     path("auth/logout/", LogoutApi.as_view(), name="logout"),
+    path("auth/logout/all/", LogoutEverywhereApi.as_view(), name="logout-everywhere"),
     path("auth/me/", MeApi.as_view(), name="me"),
     path("categories/", CategoryListApi.as_view(), name="categories"),
     path("products/", ProductListApi.as_view(), name="products"),

@@ -51,10 +51,12 @@ def _reads_on_the_primary_by_default(request):
 
     The router's own tests (marked ``replica_routing``) turn this off and route for real.
     """
+    from resilience.auth.ring import ring_cache
     from resilience.controls.state import PRIMARY_ONLY_READS, controls_replace
     from resilience.db.nodes import reset_registry
 
     reset_registry()
+    ring_cache.reset()  # a key made (and rolled back) by another test must not sign here
     controls_replace([] if request.node.get_closest_marker("replica_routing") else [(PRIMARY_ONLY_READS, True)])
     yield
     controls_replace([])

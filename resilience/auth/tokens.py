@@ -13,7 +13,8 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 
-from resilience.auth.backend import KeyedTokenBackend, KeyRejectedError
+from resilience.auth.backend import MAX_TOKEN_BYTES, KeyedTokenBackend, KeyRejectedError
+from resilience.auth.models import UserTokenState
 from resilience.db.bookkeeping import best_effort
 from resilience.db.consistency import apply_user_read_after
 from resilience.db.context import primary_reads, read_from_replica
@@ -21,7 +22,7 @@ from resilience.errors import TokenNotValidError
 
 logger = logging.getLogger(__name__)
 
-MAX_TOKEN_BYTES = 8192
+GENERATION_CLAIM = "gen"  # the user's token generation at issue; "log out everywhere" raises it
 _BACKEND = KeyedTokenBackend()
 
 
@@ -41,6 +42,7 @@ class KeyedRefreshToken(RefreshToken):
     def for_user(cls, user: AbstractBaseUser) -> KeyedRefreshToken:
         """A new token for ``user``; its outstanding-token row is bookkeeping, written when the primary can."""
         token = Token.for_user.__func__(cls, user)  # type: ignore[attr-defined]  # skips simplejwt's hard write
+        token[GENERATION_CLAIM] = user_token_generation(user)
         best_effort("outstanding refresh token", token.outstand)
         return token
 
@@ -97,18 +99,30 @@ def token_user(token: Token) -> AbstractBaseUser:
     apply_user_read_after(user_id)  # the user's own recent writes (a password change, say) must be visible
     user_model = get_user_model()
     lookup = {api_settings.USER_ID_FIELD: user_id}
+    users = user_model.objects.select_related("token_state").filter(**lookup)
     try:
-        user = user_model.objects.filter(**lookup).first()
+        user = users.first()
         if user is None and read_from_replica():
             with primary_reads():  # an account created a moment ago may not have reached the replica yet
-                user = user_model.objects.filter(**lookup).first()
+                user = users.first()
     except (ValueError, TypeError) as exc:
         raise TokenNotValidError("user_unknown") from exc
     if user is None:
         raise TokenNotValidError("user_unknown")
     if not user.is_active:
         raise TokenNotValidError("user_inactive")
+    generation = token.get(GENERATION_CLAIM, 0)
+    if not isinstance(generation, int) or generation < user_token_generation(user):
+        raise TokenNotValidError("logged_out")  # the user logged out everywhere after this token was issued
     return user
+
+
+def user_token_generation(user: AbstractBaseUser) -> int:
+    """The user's current token generation (0 until the first "log out everywhere")."""
+    try:
+        return user.token_state.generation  # type: ignore[attr-defined]
+    except UserTokenState.DoesNotExist:
+        return 0
 
 
 def tokens_for_user(user: AbstractBaseUser) -> dict[str, str]:

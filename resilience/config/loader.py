@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,6 +56,10 @@ class Config:
     jwt_secret_prev: str | None
     jwt_access_lifetime: timedelta
     jwt_refresh_lifetime: timedelta
+    jwt_leeway: timedelta
+    jwt_kidless_until: datetime | None  # tokens without a kid verify against JWT_SECRET until then
+    jwt_jwks_max_age: timedelta
+    secret_key_fallbacks: list[str]
     django_env: str
     debug: bool
     allowed_hosts: list[str]
@@ -181,6 +185,25 @@ def _check_kinds(reader: EnvReader) -> None:
             reader.duration(var.name)
 
 
+def _jwt_leeway(reader: EnvReader) -> timedelta:
+    leeway = reader.duration("JWT_LEEWAY")
+    if leeway > timedelta(seconds=60):
+        reader.error("JWT_LEEWAY", "too large; at most 60s of clock skew is tolerated (e.g. 30s).")
+    return leeway
+
+
+def _kidless_until(reader: EnvReader) -> datetime | None:
+    value = reader.text("JWT_KIDLESS_UNTIL")
+    if not value:
+        return None
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        reader.error("JWT_KIDLESS_UNTIL", f"{value!r} is not an ISO-8601 instant; use e.g. 2027-01-31T00:00:00Z.")
+        return None
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)  # a bare date-time is UTC
+
+
 def _spof_warnings(reader: EnvReader, config: Config) -> None:
     if not config.database_has_failover:
         reader.warning(
@@ -244,6 +267,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         jwt_secret_prev=jwt_secret_prev,
         jwt_access_lifetime=reader.duration("JWT_EXPIRES_IN"),
         jwt_refresh_lifetime=reader.duration("JWT_REFRESH_EXPIRES_IN"),
+        jwt_leeway=_jwt_leeway(reader),
+        jwt_kidless_until=_kidless_until(reader),
+        jwt_jwks_max_age=reader.duration("JWT_JWKS_MAX_AGE"),
+        secret_key_fallbacks=reader.items("SECRET_KEY_FALLBACKS"),
         django_env=django_env,
         debug=debug and django_env == "development",
         allowed_hosts=allowed_hosts,

@@ -119,6 +119,38 @@ SCHEMA: tuple[Var, ...] = (
     Var("JWT_EXPIRES_IN", "duration", "optional", "authentication", "Access token lifetime.", default="15m"),
     Var("JWT_REFRESH_EXPIRES_IN", "duration", "optional", "authentication", "Refresh token lifetime.", default="7d"),
     Var(
+        "JWT_LEEWAY",
+        "duration",
+        "optional",
+        "authentication",
+        "Clock skew tolerated on exp/nbf/iat (at most 60s); a previous key retires after the lifetimes plus this.",
+        default="30s",
+    ),
+    Var(
+        "JWT_KIDLESS_UNTIL",
+        "str",
+        "optional",
+        "authentication",
+        "Migration window: until this ISO-8601 instant (e.g. 2027-01-31T00:00:00Z), tokens without a kid are "
+        "verified against JWT_SECRET only. Unset: refused.",
+    ),
+    Var(
+        "JWT_JWKS_MAX_AGE",
+        "duration",
+        "optional",
+        "authentication",
+        "Cache-Control max-age of /.well-known/jwks.json; a staged asymmetric key is published this long "
+        "before it may sign.",
+        default="5m",
+    ),
+    _secret(
+        "SECRET_KEY_FALLBACKS",
+        "optional",
+        "configuration",
+        "Comma-separated previous SECRET_KEYs: sessions and the encrypted signing keys in the database stay "
+        "readable after a SECRET_KEY rotation (then run rotate_jwt_key --reencrypt).",
+    ),
+    Var(
         "DJANGO_ENV",
         "choice",
         "optional",

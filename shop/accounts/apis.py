@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from resilience.api.schema import error_responses
 from resilience.api.serializers import StrictInputSerializer
+from resilience.auth.services import user_logout_everywhere
 from resilience.auth.tokens import refresh_blacklist, refresh_rotate
 from shop.accounts.services import user_login, user_register
 
@@ -107,6 +108,20 @@ class LogoutApi(APIView):
         data = RefreshInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         refresh_blacklist(data.validated_data["refresh"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class LogoutEverywhereApi(APIView):
+    ratelimit_scopes = {"POST": ("refresh",)}
+
+    @extend_schema(
+        request=None,
+        responses={204: None, **error_responses(401, 429)},
+        tags=["auth"],
+        summary="Log out everywhere: every access and refresh token of this user stops working",
+    )
+    def post(self, request: Request) -> Response:
+        user_logout_everywhere(user=request.user, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

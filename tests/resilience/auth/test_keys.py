@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
+from datetime import timedelta
 
 import jwt
 import pytest
+from django.conf import settings
 from rest_framework_simplejwt.exceptions import TokenBackendError
 
 from resilience.auth.backend import KeyedTokenBackend, KeyRejectedError
-from resilience.auth.keys import env_key_ring, kid_for_secret
+from resilience.auth.keys import kid_for_secret, ring_build
+from resilience.auth.ring import ring_cache
 from resilience.auth.tokens import KeyedAccessToken, KeyedRefreshToken, access_decode
 from resilience.config import load_config
 from resilience.errors import TokenNotValidError
@@ -20,43 +24,58 @@ from resilience.errors import TokenNotValidError
 SECRET_A = "A" * 16 + "-first-secret-0123456789"
 SECRET_B = "B" * 16 + "-second-secret-012345678"
 BASE = {"SECRET_KEY": "k" * 45 + "abcde", "DATABASE_URL": "postgres://u:p@h/d", "DJANGO_ENV": "development"}
+CLAIMS = {"user_id": 1, "exp": 4_000_000_000, "iat": 1_700_000_000, "jti": "j", "token_type": "access"}
+
+pytestmark = pytest.mark.django_db
 
 
 def backend_for(**env: str) -> KeyedTokenBackend:
-    backend = KeyedTokenBackend()
-    backend.ring = env_key_ring(load_config({**BASE, **env}))  # replaces the cached ring of the settings
-    return backend
+    """The backend with this process's configuration swapped for these environment keys."""
+    config = load_config({**BASE, **env})
+    settings.BULWARK_CONFIG = dataclasses.replace(
+        settings.BULWARK_CONFIG, jwt_secret=config.jwt_secret, jwt_secret_prev=config.jwt_secret_prev
+    )
+    ring_cache.reset()
+    return KeyedTokenBackend()
+
+
+@pytest.fixture(autouse=True)
+def _restore_config():
+    original = settings.BULWARK_CONFIG
+    yield
+    settings.BULWARK_CONFIG = original
+    ring_cache.reset()
 
 
 def test_kid_is_deterministic_distinct_and_reveals_nothing() -> None:
     assert kid_for_secret(SECRET_A) == kid_for_secret(SECRET_A)
     assert kid_for_secret(SECRET_A) != kid_for_secret(SECRET_B)
-    assert SECRET_A not in repr(env_key_ring(load_config({**BASE, "JWT_SECRET": SECRET_A})))
+    ring = ring_build(jwt_secret=SECRET_A, jwt_secret_prev=SECRET_B, stored=[], delay=timedelta(days=7))
+    assert SECRET_A not in repr(ring) and SECRET_B not in repr(ring)
 
 
 def test_tokens_carry_the_active_kid() -> None:
     backend = backend_for(JWT_SECRET=SECRET_B, JWT_SECRET_PREV=SECRET_A)
-    token = backend.encode({"user_id": 1, "exp": 4_000_000_000})
+    token = backend.encode(CLAIMS)
     assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT", "kid": kid_for_secret(SECRET_B)}
 
 
 def test_token_of_the_previous_secret_verifies_after_rotation() -> None:
-    old = backend_for(JWT_SECRET=SECRET_A).encode({"user_id": 1, "exp": 4_000_000_000})
+    old = backend_for(JWT_SECRET=SECRET_A).encode(CLAIMS)
     assert backend_for(JWT_SECRET=SECRET_B, JWT_SECRET_PREV=SECRET_A).decode(old)["user_id"] == 1
 
 
 def test_token_of_a_dropped_secret_is_key_unknown() -> None:
-    old = backend_for(JWT_SECRET=SECRET_A).encode({"user_id": 1, "exp": 4_000_000_000})
+    old = backend_for(JWT_SECRET=SECRET_A).encode(CLAIMS)
+    backend = backend_for(JWT_SECRET=SECRET_B)
     with pytest.raises(KeyRejectedError) as caught:
-        backend_for(JWT_SECRET=SECRET_B).decode(old)
+        backend.decode(old)
     assert caught.value.reason == "key_unknown"
 
 
 def test_kid_selects_the_key_no_other_key_is_tried() -> None:
     # Signed with A but labelled with B's kid: must fail, although A is in the ring.
-    forged = jwt.encode(
-        {"user_id": 1, "exp": 4_000_000_000}, SECRET_A, algorithm="HS256", headers={"kid": kid_for_secret(SECRET_B)}
-    )
+    forged = jwt.encode(CLAIMS, SECRET_A, algorithm="HS256", headers={"kid": kid_for_secret(SECRET_B)})
     with pytest.raises(TokenBackendError):
         backend_for(JWT_SECRET=SECRET_B, JWT_SECRET_PREV=SECRET_A).decode(forged)
 
@@ -74,7 +93,7 @@ def raw_jwt(header: dict, payload: dict, secret: str) -> str:
 
 @pytest.mark.parametrize("kid", [7, None, ["x"], {"a": 1}])
 def test_non_string_kid_is_malformed(kid) -> None:
-    token = raw_jwt({"alg": "HS256", "typ": "JWT", "kid": kid}, {"user_id": 1, "exp": 4_000_000_000}, SECRET_A)
+    token = raw_jwt({"alg": "HS256", "typ": "JWT", "kid": kid}, CLAIMS, SECRET_A)
     with pytest.raises(KeyRejectedError) as caught:
         backend_for(JWT_SECRET=SECRET_A).decode(token)
     assert caught.value.reason == "malformed"
@@ -82,13 +101,12 @@ def test_non_string_kid_is_malformed(kid) -> None:
 
 def test_algorithm_is_pinned_per_key() -> None:
     token = jwt.encode(
-        {"user_id": 1, "exp": 4_000_000_000}, SECRET_A * 2, algorithm="HS512", headers={"kid": kid_for_secret(SECRET_A)}
+        CLAIMS, SECRET_A * 2, algorithm="HS512", headers={"kid": kid_for_secret(SECRET_A)}
     )  # the right kid, the wrong algorithm: refused before any signature check
     with pytest.raises(TokenBackendError):
         backend_for(JWT_SECRET=SECRET_A).decode(token)
 
 
-@pytest.mark.django_db
 def test_issued_tokens_verify_through_the_api_path(user) -> None:
     refresh = KeyedRefreshToken.for_user(user)
     access = str(refresh.access_token)
@@ -96,10 +114,9 @@ def test_issued_tokens_verify_through_the_api_path(user) -> None:
     assert jwt.get_unverified_header(access)["kid"].startswith("env-")
 
 
-@pytest.mark.django_db
 def test_unknown_kid_reaches_the_client_as_key_unknown(api_client, user) -> None:
     token = jwt.encode(
-        {"user_id": user.id, "token_type": "access", "exp": 4_000_000_000, "jti": "x"},
+        {**CLAIMS, "user_id": user.id, "iss": "bulwark", "aud": "bulwark-api"},
         SECRET_A,
         algorithm="HS256",
         headers={"kid": "env-0000000000000000"},

@@ -9,6 +9,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from resilience.auth.tokens import (
     MAX_TOKEN_BYTES,
+    KeyedAccessToken,
     access_decode,
     refresh_blacklist,
     refresh_rotate,
@@ -68,7 +69,7 @@ def test_garbage_token_is_token_not_valid_malformed(api_client, db, header):
 
 
 def test_expired_token_is_token_not_valid_expired(api_client, user):
-    token = AccessToken.for_user(user)
+    token = KeyedAccessToken.for_user(user)
     token.set_exp(lifetime=-timedelta(minutes=5))
     _refused(_get_me(api_client, f"Bearer {token}"), "expired")
 
@@ -163,5 +164,5 @@ def test_refresh_blacklist_makes_token_unusable(user):
 
 def test_tokens_are_signed_with_configured_secret(user):
     access = tokens_for_user(user)["access"]
-    claims = jwt.decode(access, settings.SIMPLE_JWT["SIGNING_KEY"], algorithms=["HS256"])
+    claims = jwt.decode(access, settings.SIMPLE_JWT["SIGNING_KEY"], algorithms=["HS256"], audience="bulwark-api")
     assert claims["token_type"] == "access"
