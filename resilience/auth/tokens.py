@@ -42,7 +42,9 @@ class KeyedRefreshToken(RefreshToken):
     def for_user(cls, user: AbstractBaseUser) -> KeyedRefreshToken:
         """A new token for ``user``; its outstanding-token row is bookkeeping, written when the primary can."""
         token = Token.for_user.__func__(cls, user)  # type: ignore[attr-defined]  # skips simplejwt's hard write
-        token[GENERATION_CLAIM] = user_token_generation(user)
+        with primary_reads():  # right after "log out everywhere", a lagging replica would hand out dead tokens
+            generation = UserTokenState.objects.filter(user_id=user.pk).values_list("generation", flat=True).first()
+        token[GENERATION_CLAIM] = generation or 0
         best_effort("outstanding refresh token", token.outstand)
         return token
 

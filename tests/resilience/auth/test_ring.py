@@ -1,0 +1,170 @@
+"""How environment keys and database keys combine into one ring, and how a process keeps its copy fresh."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from resilience.auth.keys import ACTIVE, NEXT, PREVIOUS, RETIRED, REVOKED, StoredKey, kid_for_secret, ring_build
+from resilience.auth.models import SigningKey
+from resilience.auth.ring import ring_cache
+from resilience.auth.services import key_revoke, key_rotate
+from resilience.auth.tokens import access_decode, tokens_for_user
+from resilience.errors import TokenNotValidError
+
+SECRET_A = "A" * 16 + "-first-secret-0123456789"
+SECRET_B = "B" * 16 + "-second-secret-012345678"
+DELAY = timedelta(days=7, seconds=30)
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def stored(kid: str, state: str, *, source: str = "database", deactivated_at=None, material=b"x" * 48) -> StoredKey:
+    return StoredKey(kid, "HS256", state, source, deactivated_at, material, material)
+
+
+def test_environment_alone_signs_with_jwt_secret_and_verifies_prev() -> None:
+    ring = ring_build(jwt_secret=SECRET_B, jwt_secret_prev=SECRET_A, stored=[], delay=DELAY)
+    assert ring.signer.kid == kid_for_secret(SECRET_B)
+    assert ring.lookup(kid_for_secret(SECRET_A)).status(NOW) == PREVIOUS
+    assert ring.legacy.kid == kid_for_secret(SECRET_B)  # kid-less tokens: JWT_SECRET only
+    assert ring.lookup(kid_for_secret(SECRET_A)).retire_after is None  # the environment decides when it goes
+
+
+def test_a_database_active_key_signs_and_the_env_key_it_replaced_retires_on_time() -> None:
+    env_kid = kid_for_secret(SECRET_A)
+    rotated_at = NOW - timedelta(days=1)
+    ring = ring_build(
+        jwt_secret=SECRET_A,
+        jwt_secret_prev=None,
+        stored=[
+            stored("db-00000000000000aa", ACTIVE),
+            stored(env_kid, PREVIOUS, source="environment", deactivated_at=rotated_at, material=None),
+        ],
+        delay=DELAY,
+    )
+    assert ring.signer.kid == "db-00000000000000aa"
+    env_key = ring.lookup(env_kid)
+    assert env_key.signing is None and env_key.verifying == SECRET_A.encode()  # verifies, never signs again
+    assert env_key.status(NOW) == PREVIOUS
+    assert env_key.status(rotated_at + DELAY) == RETIRED  # derived from timestamps, no scheduler
+
+
+def test_a_database_row_overrides_an_environment_key_state() -> None:
+    prev_kid = kid_for_secret(SECRET_A)
+    ring = ring_build(
+        jwt_secret=SECRET_B,
+        jwt_secret_prev=SECRET_A,
+        stored=[stored(prev_kid, REVOKED, source="environment", material=None)],
+        delay=DELAY,
+    )
+    assert ring.lookup(prev_kid).status(NOW) == REVOKED
+    assert ring.signer.kid == kid_for_secret(SECRET_B)
+
+
+def test_only_next_active_previous_keys_hold_material() -> None:
+    ring = ring_build(
+        jwt_secret=SECRET_A,
+        jwt_secret_prev=None,
+        stored=[
+            stored("db-0000000000000001", NEXT),
+            stored("db-0000000000000002", ACTIVE),
+            stored("db-0000000000000003", PREVIOUS, deactivated_at=NOW),
+            stored("db-0000000000000004", RETIRED),
+            stored("db-0000000000000005", REVOKED),
+        ],
+        delay=DELAY,
+    )
+    held = {kid: key.verifying is not None for kid, key in ring.by_kid.items() if kid.startswith("db-")}
+    assert held == {
+        "db-0000000000000001": True,
+        "db-0000000000000002": True,
+        "db-0000000000000003": True,
+        "db-0000000000000004": False,
+        "db-0000000000000005": False,
+    }
+    assert ring.lookup("db-0000000000000001").signing is not None  # NEXT: ready to sign once promoted
+    assert ring.lookup("db-0000000000000003").signing is None  # PREVIOUS never signs
+
+
+def test_an_unreadable_database_leaves_the_environment_keys() -> None:
+    ring = ring_build(jwt_secret=SECRET_A, jwt_secret_prev=None, stored=None, delay=DELAY)
+    assert not ring.from_database and ring.signer.kid == kid_for_secret(SECRET_A)
+
+
+def test_no_key_material_in_any_repr() -> None:
+    ring = ring_build(
+        jwt_secret=SECRET_A, jwt_secret_prev=SECRET_B, stored=[stored("db-00000000000000aa", ACTIVE)], delay=DELAY
+    )
+    text = repr(ring) + repr(list(ring.by_kid.values())) + repr(stored("db-00000000000000aa", ACTIVE))
+    assert SECRET_A not in text and SECRET_B not in text and "xxxxxxxx" not in text
+
+
+@pytest.mark.django_db
+def test_the_ring_is_read_at_most_once_per_interval(user) -> None:
+    access = tokens_for_user(user)["access"]
+    ring_cache.reset()
+    settings.BULWARK_JWT = {**settings.BULWARK_JWT, "RING_REFRESH_SECONDS": 3600}
+    try:
+        ring_cache.current()
+        reads = ring_cache.reads
+        with CaptureQueriesContext(connection) as queries:
+            for _ in range(200):
+                access_decode(access)
+        assert ring_cache.reads == reads
+        assert not [q for q in queries.captured_queries if "signingkey" in q["sql"]]
+    finally:
+        settings.BULWARK_JWT = {**settings.BULWARK_JWT, "RING_REFRESH_SECONDS": 1.0}
+
+
+@pytest.mark.django_db
+def test_a_revocation_elsewhere_is_seen_at_the_next_refresh(user, monkeypatch) -> None:
+    key_rotate()
+    ring_cache.reset()
+    access = tokens_for_user(user)["access"]
+    kid = jwt.get_unverified_header(access)["kid"]
+    assert kid.startswith("db-")
+    access_decode(access)
+    # Another process revokes it: this process's ring is not told, it re-reads on schedule.
+    SigningKey.objects.filter(kid=kid).update(state=REVOKED)
+    access_decode(access)  # within the interval the cached ring still accepts it
+    monkeypatch.setattr(ring_cache, "_checked_at", ring_cache._checked_at - 1.0)  # one interval later
+    with pytest.raises(TokenNotValidError) as refused:
+        access_decode(access)
+    assert refused.value.reason == "key_revoked"
+
+
+@pytest.mark.django_db
+def test_a_change_in_this_process_is_obeyed_at_once(user, django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        key_rotate()
+    access = tokens_for_user(user)["access"]
+    kid = jwt.get_unverified_header(access)["kid"]
+    ring_cache.current()  # fresh ring, next re-read due in a second
+    with django_capture_on_commit_callbacks(execute=True):
+        key_revoke(kid=kid)
+    with pytest.raises(TokenNotValidError) as refused:
+        access_decode(access)
+    assert refused.value.reason == "key_revoked"
+
+
+@pytest.mark.django_db
+def test_an_unreadable_ring_keeps_the_last_one(user, monkeypatch) -> None:
+    key_rotate()
+    ring_cache.reset()
+    access = tokens_for_user(user)["access"]
+    assert jwt.get_unverified_header(access)["kid"].startswith("db-")
+
+    from django.db import OperationalError
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(SigningKey.objects, "values_list", unreachable)
+    monkeypatch.setattr(ring_cache, "_checked_at", ring_cache._checked_at - 5.0)
+    access_decode(access)  # the last ring still verifies the database key
+    assert tokens_for_user(user)["access"]  # and still signs
