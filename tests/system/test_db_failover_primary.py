@@ -11,6 +11,7 @@ import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import jwt
 import pytest
 import requests
 
@@ -29,6 +30,7 @@ from tests.system.dbfailover import (
     poll,
     product_ids,
     register,
+    run_manage,
 )
 
 pytestmark = pytest.mark.system
@@ -39,10 +41,12 @@ PROBE_ROUND = 2  # every worker's monitor has probed each node at least once wit
 
 def test_primary_killed_reads_continue_writes_read_only_login_works_then_writes_resume(tmp_path) -> None:
     with Deployment("fo-primary-kill", 62400, tmp_path) as deployment:
+        run_manage("rotate_jwt_key", env=deployment.env)  # tokens are signed by a key of the database ring
         server = deployment.serve()
         ids = product_ids(server.url)
         products = itertools.cycle(ids[16:])
         alice = customer_logged_in(server.url, "alice")
+        assert jwt.get_unverified_header(alice.access)["kid"].startswith("db-")
         bob = register(server.url, "bob")  # logs in for the first time while the primary is down
         # Concurrent writes: every thread of both workers holds a connection to the primary when it dies.
         with ThreadPoolExecutor(8) as pool:
@@ -68,6 +72,8 @@ def test_primary_killed_reads_continue_writes_read_only_login_works_then_writes_
             assert time.monotonic() - started < CONNECT_TIMEOUT + 3
             me = requests.get(f"{server.url}/api/auth/me/", headers=bob.auth, timeout=REQUEST_TIMEOUT)
             assert me.status_code == 200 and me.json()["username"] == bob.username, me.text
+            # The ring is re-read every second: with the primary gone it comes from the replica (or stays cached).
+            assert jwt.get_unverified_header(bob.access)["kid"] == jwt.get_unverified_header(alice.access)["kid"]
             refreshed = requests.post(
                 f"{server.url}/api/auth/token/refresh/", json={"refresh": alice.refresh}, timeout=REQUEST_TIMEOUT
             )
