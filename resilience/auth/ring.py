@@ -51,10 +51,10 @@ class RingCache:
         """Re-read the ring because a token named an unknown kid: at most once per interval per process."""
         now = time.monotonic()
         with self._lock:
-            if now - self._unknown_refresh_at < settings.BULWARK_JWT["UNKNOWN_KID_REFRESH_SECONDS"]:
-                return self.current()
-            self._unknown_refresh_at = now
-        return self.refresh(wait=True)
+            due = now - self._unknown_refresh_at >= settings.BULWARK_JWT["UNKNOWN_KID_REFRESH_SECONDS"]
+            if due:
+                self._unknown_refresh_at = now
+        return self.refresh(wait=True) if due else self.current()
 
     def invalidate(self) -> None:
         """Re-read on next use (this process changed the ring)."""
