@@ -116,6 +116,8 @@ class KeyedTokenBackend(TokenBackend):
             raise TokenBackendExpiredToken("Token is expired") from exc
         except jwt.MissingRequiredClaimError:
             raise KeyRejectedError("malformed") from None
+        except jwt.InvalidSignatureError:  # a DecodeError subclass: caught before it
+            raise KeyRejectedError("invalid") from None
         except (jwt.DecodeError, jwt.InvalidKeyError):
             raise KeyRejectedError("malformed") from None
         except jwt.InvalidTokenError:

@@ -101,8 +101,8 @@ def token_user(token: Token) -> AbstractBaseUser:
     apply_user_read_after(user_id)  # the user's own recent writes (a password change, say) must be visible
     user_model = get_user_model()
     lookup = {api_settings.USER_ID_FIELD: user_id}
-    users = user_model.objects.select_related("token_state").filter(**lookup)
     try:
+        users = user_model.objects.select_related("token_state").filter(**lookup)  # "abc" as an int id: ValueError
         user = users.first()
         if user is None and read_from_replica():
             with primary_reads():  # an account created a moment ago may not have reached the replica yet

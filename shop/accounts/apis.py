@@ -74,7 +74,7 @@ class TokenObtainApi(APIView):
 
 
 class RefreshInputSerializer(StrictInputSerializer):
-    refresh = serializers.CharField(max_length=16384)
+    refresh = serializers.CharField()  # no max_length: an oversized token is a 401 too_large, like a Bearer one
 
 
 class TokenRefreshApi(APIView):
