@@ -82,7 +82,9 @@ class RingCache:
         routing = context.current()
         stale = routing.stale if routing is not None else False
         try:
-            with primary_reads():  # a revocation must not wait for a replica to replay it
+            # From the primary when it is up (a revocation must not wait for a replica to replay it), inside a
+            # request or not (a management command, a benchmark): outside one, primary_reads alone does nothing.
+            with primary_reads() if routing is not None else context.routing(context.RoutingState(force_primary=True)):
                 rows = list(SigningKey.objects.values_list(*_FIELDS))
         except DatabaseError as exc:
             if self._ring is not None and self._ring.from_database:
