@@ -191,6 +191,7 @@ BULWARK_JWT = {
     "JWKS_MAX_AGE": int(CONFIG.jwt_jwks_max_age.total_seconds()),
     "RING_REFRESH_SECONDS": 1.0,  # every worker re-reads the ring this often: a revocation reaches all in ~1 s
     "UNKNOWN_KID_REFRESH_SECONDS": 5.0,  # an unknown kid re-reads the ring at most this often per process
+    "RING_MAX_STALE_SECONDS": 30.0,  # a ring not re-read for this long is not trusted (503), see auth/ring.py
 }
 
 SPECTACULAR_SETTINGS = {

@@ -17,8 +17,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.shortcuts import redirect
 from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 
-from resilience.auth.models import KeyAlgorithm, KeyAuditEntry, SigningKey
+from resilience.auth.models import KeyAuditEntry, SigningKey
 from resilience.auth.services import (
     KeyRingError,
     key_retire,
@@ -98,6 +100,7 @@ class SigningKeyAdmin(admin.ModelAdmin):
             raise forms.ValidationError(str(exc)) from exc
         obj.pk = key.pk
 
+    @method_decorator(sensitive_post_parameters("secret"))  # never in an error report
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None):
         try:
             return super().add_view(request, form_url, extra_context)
@@ -129,13 +132,10 @@ class SigningKeyAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{key.kid} {verb}d.", messages.SUCCESS)
 
-    @admin.action(description="Rotate: make a new ACTIVE key (the selected NEXT key, else a new HS256 key)")
+    @admin.action(description="Rotate: a new ACTIVE key (the staged NEXT key if there is one, else a new HS256 key)")
     def rotate(self, request: HttpRequest, queryset: QuerySet[SigningKey]) -> None:
-        staged = queryset.filter(state="next").first()
         try:
-            key = key_rotate(
-                algorithm=staged.algorithm if staged else KeyAlgorithm.HS256, actor=request.user, reason="admin rotate"
-            )
+            key = key_rotate(actor=request.user, reason="admin rotate")
         except (KeyRingError, DatabaseError) as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:

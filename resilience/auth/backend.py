@@ -8,7 +8,9 @@ keeps simplejwt's token classes and claims and replaces key handling:
   are refused: no key is ever fetched or taken from a token);
 - the key is looked up by ``kid`` alone, never by trying each key; its state decides (retired, revoked);
 - the algorithm is the key's own (``algorithms=[key.algorithm]``), whatever the header says;
-- ``exp``, ``iat``, ``jti``, ``token_type``, ``user_id``, ``iss`` and ``aud`` are required.
+- ``exp``, ``iat``, ``jti``, ``token_type``, ``user_id``, ``iss`` and ``aud`` are required; during the
+  migration window (``JWT_KIDLESS_UNTIL``) tokens of the environment keys issued before this version may lack
+  ``kid`` (verified against ``JWT_SECRET`` only), ``iss`` and ``aud``.
 
 Every refusal raises :class:`KeyRejectedError` with a one-word reason that becomes the 401's ``reason``.
 """
@@ -29,6 +31,7 @@ from rest_framework_simplejwt.exceptions import TokenBackendError, TokenBackendE
 from rest_framework_simplejwt.settings import api_settings
 
 from resilience.auth.keys import KID_PATTERN, NEXT, RETIRED, REVOKED, RingKey
+from resilience.auth.models import KeySource
 from resilience.auth.ring import ring_cache
 from resilience.errors import DependencyUnavailableError
 
@@ -67,6 +70,11 @@ def unverified_header(token: str) -> dict[str, Any]:
     return header
 
 
+def _migration_window_open() -> bool:
+    until = settings.BULWARK_JWT["KIDLESS_UNTIL"]
+    return until is not None and timezone.now() < until
+
+
 class KeyedTokenBackend(TokenBackend):
     def __init__(self) -> None:
         super().__init__(
@@ -92,25 +100,26 @@ class KeyedTokenBackend(TokenBackend):
         if not isinstance(token, str):
             raise KeyRejectedError("malformed")
         header = unverified_header(token)
-        if "kid" in header:
-            key = self._keyed(header["kid"])
-            audience, issuer = self.audience, self.issuer
-            required = [*REQUIRED_CLAIMS, "iss", "aud"]
-        else:
-            key = self._kidless()
-            audience = issuer = None  # issued before kids (and iss/aud) existed
-            required = REQUIRED_CLAIMS
+        key = self._keyed(header["kid"]) if "kid" in header else self._kidless()
         if header["alg"] != key.algorithm:
             raise KeyRejectedError("invalid")
+        # Tokens issued before this version carry no iss/aud (and maybe no kid): accepted from environment
+        # keys during the migration window only; a claim that is present must still match.
+        legacy = key.source == KeySource.ENVIRONMENT.value and _migration_window_open()
         try:
-            return jwt.decode(
+            claims = jwt.decode(
                 token,
                 key.verifying,
                 algorithms=[key.algorithm],
-                audience=audience,
-                issuer=issuer,
+                audience=None if legacy else self.audience,
+                issuer=None if legacy else self.issuer,
                 leeway=self.get_leeway(),
-                options={"require": required, "verify_signature": verify, "verify_aud": audience is not None},
+                options={
+                    "require": REQUIRED_CLAIMS if legacy else [*REQUIRED_CLAIMS, "iss", "aud"],
+                    "verify_signature": verify,
+                    "verify_aud": not legacy,
+                    "verify_iss": not legacy,
+                },
             )
         except jwt.ExpiredSignatureError as exc:
             raise TokenBackendExpiredToken("Token is expired") from exc
@@ -122,6 +131,11 @@ class KeyedTokenBackend(TokenBackend):
             raise KeyRejectedError("malformed") from None
         except jwt.InvalidTokenError:
             raise KeyRejectedError("invalid") from None
+        if legacy and (
+            claims.get("iss", self.issuer) != self.issuer or claims.get("aud", self.audience) != self.audience
+        ):
+            raise KeyRejectedError("invalid")
+        return claims
 
     def _keyed(self, kid: Any) -> RingKey:
         if not isinstance(kid, str):
@@ -142,9 +156,8 @@ class KeyedTokenBackend(TokenBackend):
         return key
 
     def _kidless(self) -> RingKey:
-        until = settings.BULWARK_JWT["KIDLESS_UNTIL"]
         legacy = ring_cache.current().legacy
-        if until is None or timezone.now() >= until or legacy is None:
+        if not _migration_window_open() or legacy is None:
             raise KeyRejectedError("kid_missing")
         status = legacy.status(timezone.now())
         if status in (REVOKED, RETIRED):

@@ -9,12 +9,13 @@ How the two sources combine (README "Signing keys"):
 - Once the database holds an ACTIVE key (``rotate_jwt_key`` or the admin), that key signs. The rotation
   records the environment key it replaced as a PREVIOUS row (no secret stored), so it retires on the same
   clock as any other key; an environment key with no row keeps verifying for as long as it is configured.
-- A database row for an environment ``kid`` (retired, revoked) overrides it: an operator can revoke
-  ``JWT_SECRET_PREV`` from the admin without a restart.
+- A database row for an environment ``kid`` (retired, revoked) overrides it: ``rotate_jwt_key --revoke``
+  refuses ``JWT_SECRET_PREV``'s tokens without a restart.
 - Tokens without a ``kid`` verify against ``JWT_SECRET`` only, and only before ``JWT_KIDLESS_UNTIL``.
 
-A PREVIOUS key counts as RETIRED once ``max(access, refresh lifetime) + leeway`` has passed since it stopped
-signing: derived from timestamps at each verification, so there is no scheduler to forget.
+A PREVIOUS key counts as RETIRED once ``max(access, refresh lifetime) + leeway`` (+ 2 s for the other workers
+to stop signing with it) has passed since it stopped signing: derived from timestamps at each verification,
+so there is no scheduler to forget.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class KeyRing:
     signer: RingKey | None
     by_kid: dict[str, RingKey]
     legacy: RingKey | None = None  # the key tokens without a kid were signed with (JWT_SECRET)
-    from_database: bool = False  # False: the database could not be read; environment keys only
+    from_database: bool = False  # False: built without the database's rows (only for tests and tools)
     version: tuple[Any, ...] = field(default=(), compare=False)
 
     def lookup(self, kid: str) -> RingKey | None:
@@ -97,9 +98,12 @@ def kid_for_secret(secret: str) -> str:
     return "env-" + hashlib.sha256(b"bulwark-jwt-kid:" + secret.encode()).hexdigest()[:16]
 
 
+PROPAGATION_MARGIN = timedelta(seconds=2)  # other workers may sign with a key for ~1 s after it stepped down
+
+
 def retire_delay(access_lifetime: timedelta, refresh_lifetime: timedelta, leeway: timedelta) -> timedelta:
     """How long a key keeps verifying after it stopped signing: every token it signed has expired by then."""
-    return max(access_lifetime, refresh_lifetime) + leeway
+    return max(access_lifetime, refresh_lifetime) + leeway + PROPAGATION_MARGIN
 
 
 def ring_build(

@@ -51,6 +51,9 @@ class SigningKey(models.Model):
             models.UniqueConstraint(
                 fields=["state"], condition=models.Q(state="active"), name="auth_signing_key_one_active"
             ),
+            models.UniqueConstraint(
+                fields=["state"], condition=models.Q(state="next"), name="auth_signing_key_one_next"
+            ),
             models.CheckConstraint(
                 condition=models.Q(source="database") | ~models.Q(state__in=["next", "active"]),
                 name="auth_signing_key_env_rows_never_sign",

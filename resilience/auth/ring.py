@@ -5,7 +5,9 @@ Verification reads the in-memory ring. The first request after ``RING_REFRESH_SE
 or a revocation made by any process reaches every worker within about a second, with or without Redis.
 A token naming a ``kid`` this process does not know triggers an early re-read at most once every
 ``UNKNOWN_KID_REFRESH_SECONDS``, so random kids cannot hammer the database. When the database cannot be
-read, the last ring stays in use (and the environment keys alone, before any read succeeded).
+read, the last ring stays in use for up to ``RING_MAX_STALE_SECONDS``; after that (or before any read
+succeeded) verification and signing answer 503 ``dependency_unavailable``: a ring that may miss a revocation is
+not trusted, and the environment keys alone would ignore the database's revocations.
 """
 
 from __future__ import annotations
@@ -14,37 +16,50 @@ import logging
 import math
 import threading
 import time
+from contextlib import nullcontext
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, connections, transaction
 from rest_framework_simplejwt.settings import api_settings
 
-from resilience.auth.crypto import KeyDecryptionError, private_key_load, public_key_load, secret_decrypt
+from resilience.auth.crypto import private_key_load, public_key_load, secret_decrypt
 from resilience.auth.keys import ACTIVE, NEXT, PREVIOUS, KeyRing, StoredKey, retire_delay, ring_build
 from resilience.auth.models import SigningKey
 from resilience.db import context
 from resilience.db.context import primary_reads
+from resilience.db.nodes import PRIMARY
+from resilience.errors import DependencyUnavailableError
 
 logger = logging.getLogger("resilience.auth")
 
 _FIELDS = ("kid", "algorithm", "state", "source", "secret_encrypted", "public_key", "deactivated_at")
 
 
+class RingUnavailableError(DependencyUnavailableError):
+    """This process has no ring it can trust: never read, or not re-read for ``RING_MAX_STALE_SECONDS``."""
+
+    message = "Sign-in is unavailable for a moment (the signing keys cannot be read); try again shortly."
+
+
 class RingCache:
     def __init__(self) -> None:
         self._ring: KeyRing | None = None
         self._checked_at = -math.inf  # monotonic time of the last read attempt
+        self._read_ok_at = -math.inf  # ... and of the last successful one
         self._unknown_refresh_at = -math.inf
         self._lock = threading.Lock()
         self._material: dict[tuple[str, str], tuple[Any, Any]] = {}  # (kid, ciphertext) -> decrypted keys
         self.reads = 0  # database reads so far (tests and the benchmark look at it)
 
     def current(self) -> KeyRing:
+        """The ring, re-read first when due; RingUnavailableError rather than a ring that may miss a revocation."""
         ring = self._ring
-        if ring is None or time.monotonic() - self._checked_at >= settings.BULWARK_JWT["RING_REFRESH_SECONDS"]:
+        now = time.monotonic()
+        if ring is None or now - self._checked_at >= settings.BULWARK_JWT["RING_REFRESH_SECONDS"]:
             ring = self.refresh(wait=ring is None)
-        assert ring is not None
+        if ring is None or time.monotonic() - self._read_ok_at > settings.BULWARK_JWT["RING_MAX_STALE_SECONDS"]:
+            raise RingUnavailableError()
         return ring
 
     def refresh_for_unknown_kid(self) -> KeyRing:
@@ -54,7 +69,9 @@ class RingCache:
             due = now - self._unknown_refresh_at >= settings.BULWARK_JWT["UNKNOWN_KID_REFRESH_SECONDS"]
             if due:
                 self._unknown_refresh_at = now
-        return self.refresh(wait=True) if due else self.current()
+        if due:
+            self.refresh(wait=True)
+        return self.current()
 
     def invalidate(self) -> None:
         """Re-read on next use (this process changed the ring)."""
@@ -63,16 +80,20 @@ class RingCache:
     def reset(self) -> None:
         with self._lock:
             self._ring = None
-            self._checked_at = self._unknown_refresh_at = -math.inf
+            self._checked_at = self._read_ok_at = self._unknown_refresh_at = -math.inf
             self._material.clear()
 
-    def refresh(self, *, wait: bool) -> KeyRing:
-        """Read the ring now; a thread that finds another one reading uses the current ring unless it has none."""
+    def refresh(self, *, wait: bool) -> KeyRing | None:
+        """Read the ring now (None: never read successfully). A thread that finds another one reading does not
+        wait for it unless it has no ring at all."""
         if not self._lock.acquire(blocking=wait):
-            return self._ring or self._env_only()
+            return self._ring
         try:
             self._checked_at = time.monotonic()
-            self._ring = self._build(self._read())
+            stored = self._read()
+            if stored is not None:
+                self._ring = self._build(stored)
+                self._read_ok_at = self._checked_at
             return self._ring
         finally:
             self._lock.release()
@@ -85,21 +106,23 @@ class RingCache:
             # From the primary when it is up (a revocation must not wait for a replica to replay it), inside a
             # request or not (a management command, a benchmark): outside one, primary_reads alone does nothing.
             with primary_reads() if routing is not None else context.routing(context.RoutingState(force_primary=True)):
-                rows = list(SigningKey.objects.values_list(*_FIELDS))
+                # Inside a transaction (a refresh token being rotated) a failed read must not abort it.
+                with transaction.atomic(using=PRIMARY) if connections[PRIMARY].in_atomic_block else nullcontext():
+                    rows = list(SigningKey.objects.values_list(*_FIELDS))
         except DatabaseError as exc:
-            if self._ring is not None and self._ring.from_database:
-                logger.warning("key ring not re-read, the last one stays in use: %s", exc)
-                return None
-            logger.error("key ring not readable; environment keys only: %s", exc, extra={"event": "ring_unreadable"})
+            logger.warning(
+                "key ring not re-read (the last one stays in use for up to %ss): %s",
+                settings.BULWARK_JWT["RING_MAX_STALE_SECONDS"],
+                exc,
+                extra={"event": "ring_unreadable"},
+            )
             return None
         finally:
             if routing is not None:
                 routing.stale = stale  # the ring is not the client's data: no X-Data-Stale for reading it
         return [self._stored(*row) for row in rows]
 
-    def _build(self, stored: list[StoredKey] | None) -> KeyRing:
-        if stored is None and self._ring is not None and self._ring.from_database:
-            return self._ring
+    def _build(self, stored: list[StoredKey]) -> KeyRing:
         config = settings.BULWARK_CONFIG
         ring = ring_build(
             jwt_secret=config.jwt_secret,
@@ -113,9 +136,6 @@ class RingCache:
             logger.info("key ring changed", extra={"event": "ring_changed", "kids": [k[0] for k in ring.version]})
         return ring
 
-    def _env_only(self) -> KeyRing:
-        return self._build(None)
-
     def _stored(self, kid, algorithm, state, source, ciphertext, public_pem, deactivated_at) -> StoredKey:
         signing = verifying = None
         if ciphertext and state in (NEXT, ACTIVE, PREVIOUS):
@@ -128,8 +148,8 @@ class RingCache:
         try:
             private = private_key_load(algorithm, secret_decrypt(ciphertext))
             verifying = private if algorithm == "HS256" else public_key_load(public_pem)
-        except (KeyDecryptionError, ValueError) as exc:
-            # Left out of the ring (its tokens get key_unknown) rather than failing every request.
+        except Exception as exc:  # noqa: BLE001 - undecryptable, or not a key we can load: never fail every request
+            # Left out of the ring (its tokens get key_retired) rather than failing every request.
             logger.error("signing key %s unusable: %s", kid, exc, extra={"event": "ring_key_unusable", "kid": kid})
             private = verifying = None
         self._material[(kid, ciphertext)] = (private, verifying)

@@ -13,14 +13,17 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from resilience.auth.crypto import material_generate, new_kid, secret_encrypt, secret_reencrypt
+from resilience.auth.crypto import KeyDecryptionError, material_generate, new_kid, secret_encrypt, secret_reencrypt
 from resilience.auth.keys import ACTIVE, NEXT, PREVIOUS, RETIRED, REVOKED, kid_for_secret, retire_delay
 from resilience.auth.models import KeyAlgorithm, KeyAuditEntry, KeySource, SigningKey, UserTokenState
 from resilience.auth.ring import ring_cache
+from resilience.db.consistency import primary_position, remember_user_lsn
 
 logger = logging.getLogger("resilience.auth")
 
@@ -69,6 +72,7 @@ def _changed() -> None:
     transaction.on_commit(ring_cache.invalidate)
 
 
+@sensitive_variables("secret")
 def key_stage(
     *, algorithm: str = KeyAlgorithm.HS256, actor: AbstractBaseUser | None = None, reason: str = "", secret: str = ""
 ) -> SigningKey:
@@ -76,12 +80,15 @@ def key_stage(
 
     ``secret`` imports an HS256 secret kept elsewhere (at least 32 bytes); by default one is generated.
     """
-    with transaction.atomic():
-        list(SigningKey.objects.select_for_update().filter(state=NEXT))
-        key_stage_check(algorithm=algorithm, secret=secret)
-        return _create(algorithm, NEXT, actor, reason, secret, action="stage")
+    try:
+        with transaction.atomic():
+            key_stage_check(algorithm=algorithm, secret=secret)
+            return _create(algorithm, NEXT, actor, reason, secret, action="stage")
+    except IntegrityError as exc:  # the one-NEXT-key constraint: another stage won the race
+        raise KeyRingError("A NEXT key is already staged: rotate to it, or retire it first.") from exc
 
 
+@sensitive_variables("secret")
 def key_stage_check(*, algorithm: str, secret: str = "") -> None:
     """Raise KeyRingError when ``key_stage`` would refuse these values (the admin form shows it)."""
     if algorithm not in KeyAlgorithm.values:
@@ -94,7 +101,10 @@ def key_stage_check(*, algorithm: str, secret: str = "") -> None:
         raise KeyRingError("A NEXT key is already staged: rotate to it, or retire it first.")
 
 
-def _create(algorithm: str, state: str, actor, reason: str, secret: str = "", *, action: str) -> SigningKey:
+@sensitive_variables("secret", "material", "private")
+def _create(
+    algorithm: str, state: str, actor: AbstractBaseUser | None, reason: str, secret: str = "", *, action: str
+) -> SigningKey:
     material = material_generate(algorithm)
     private = secret.encode() if secret else material.private
     key = SigningKey.objects.create(
@@ -132,7 +142,7 @@ def key_rotate(
         raise KeyRingError("Another rotation happened at the same moment; look at the ring and try again.") from exc
 
 
-def _rotate(algorithm: str | None, actor, reason: str, emergency: bool) -> SigningKey:
+def _rotate(algorithm: str | None, actor: AbstractBaseUser | None, reason: str, emergency: bool) -> SigningKey:
     now = timezone.now()
     locked = list(SigningKey.objects.select_for_update().filter(state__in=[NEXT, ACTIVE]).order_by("created_at"))
     staged = next((key for key in locked if key.state == NEXT), None)
@@ -171,7 +181,7 @@ def _rotate(algorithm: str | None, actor, reason: str, emergency: bool) -> Signi
     return successor
 
 
-def _env_signer_step_down(now: datetime, actor, reason: str) -> None:
+def _env_signer_step_down(now: datetime, actor: AbstractBaseUser | None, reason: str) -> None:
     """The database takes over signing from JWT_SECRET: record that key as PREVIOUS so it retires on time."""
     env_kid, _ = _env_kids()
     row, created = SigningKey.objects.select_for_update().get_or_create(
@@ -215,22 +225,31 @@ def key_retire(
 
 def key_revoke(*, kid: str, actor: AbstractBaseUser | None = None, reason: str = "") -> SigningKey:
     """Refuse every token a key signed, at once (a leaked key). The ACTIVE key is first replaced."""
-    with transaction.atomic():
-        env_kid, _ = _env_kids()
-        signs_now = SigningKey.objects.filter(kid=kid, state=ACTIVE).exists() or (
-            kid == env_kid and not SigningKey.objects.filter(state=ACTIVE).exists()
-        )
-        if signs_now:
-            key_rotate(actor=actor, reason=f"replacing revoked {kid}: {reason}"[:300], emergency=True)
-        key = _locked_or_env_row(kid)
-        if key.state == REVOKED:
-            raise KeyRingError(f"{kid} is already revoked.")
-        previous_state = key.state
-        key.state, key.revoked_at = REVOKED, timezone.now()
-        key.save()
-        _audit(key, "revoke", previous_state, actor, reason)
-        _changed()
-        return key
+    try:
+        with transaction.atomic():
+            return _revoke(kid, actor, reason)
+    except IntegrityError as exc:
+        raise KeyRingError("Another key change happened at the same moment; look at the ring and try again.") from exc
+
+
+def _revoke(kid: str, actor: AbstractBaseUser | None, reason: str) -> SigningKey:
+    # Lock the signer and the target before deciding: a rotation running now cannot slip in between.
+    locked = list(SigningKey.objects.select_for_update().filter(Q(state__in=[NEXT, ACTIVE]) | Q(kid=kid)))
+    env_kid, _ = _env_kids()
+    signs_now = any(key.kid == kid and key.state == ACTIVE for key in locked) or (
+        kid == env_kid and not any(key.state == ACTIVE for key in locked)
+    )
+    if signs_now:
+        key_rotate(actor=actor, reason=f"replacing revoked {kid}: {reason}"[:300], emergency=True)
+    key = _locked_or_env_row(kid)
+    if key.state == REVOKED:
+        raise KeyRingError(f"{kid} is already revoked.")
+    previous_state = key.state
+    key.state, key.revoked_at = REVOKED, timezone.now()
+    key.save()
+    _audit(key, "revoke", previous_state, actor, reason)
+    _changed()
+    return key
 
 
 def _locked_or_env_row(kid: str) -> SigningKey:
@@ -251,12 +270,24 @@ def keys_reencrypt(*, actor: AbstractBaseUser | None = None) -> int:
     count = 0
     with transaction.atomic():
         for key in SigningKey.objects.select_for_update().exclude(secret_encrypted=""):
-            key.secret_encrypted = secret_reencrypt(key.secret_encrypted)
+            try:
+                key.secret_encrypted = secret_reencrypt(key.secret_encrypted)
+            except KeyDecryptionError as exc:
+                raise KeyRingError(
+                    f"{key.kid} cannot be decrypted with SECRET_KEY or SECRET_KEY_FALLBACKS: put the SECRET_KEY it was "
+                    "encrypted under back into SECRET_KEY_FALLBACKS and run again (nothing was changed)."
+                ) from exc
             key.save(update_fields=["secret_encrypted", "updated_at"])
             _audit(key, "reencrypt", key.state, actor, "re-encrypted under the current SECRET_KEY")
             count += 1
         _changed()
     return count
+
+
+def _remember_write(user_id: object) -> None:
+    position = primary_position()
+    if position is not None:
+        remember_user_lsn(user_id, position)
 
 
 def user_logout_everywhere(*, user: AbstractBaseUser, actor: AbstractBaseUser | None = None) -> int:
@@ -266,6 +297,8 @@ def user_logout_everywhere(*, user: AbstractBaseUser, actor: AbstractBaseUser | 
     """
     with transaction.atomic():
         state, _ = UserTokenState.objects.select_for_update().get_or_create(user=user)
+        # Every worker reads the generation with the user, maybe from a replica: make them wait for this write.
+        transaction.on_commit(lambda: _remember_write(user.pk))
         state.generation += 1
         state.logged_out_at = timezone.now()
         state.save()

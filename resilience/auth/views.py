@@ -8,22 +8,30 @@ only their holder can verify them. Nothing private is written: ``to_jwk`` of a p
 from __future__ import annotations
 
 import json
+import logging
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from jwt.algorithms import OKPAlgorithm
 
+from resilience.api.exception_handler import error_body
 from resilience.api.views import method_not_allowed
 from resilience.auth.crypto import public_key_load
-from resilience.auth.ring import key_ring
+from resilience.auth.ring import RingUnavailableError, key_ring
+
+logger = logging.getLogger("resilience.auth")
 
 
 def jwks_document() -> dict[str, list[dict[str, str]]]:
     keys = []
     for key in key_ring().published(timezone.now()):
-        jwk = OKPAlgorithm.to_jwk(public_key_load(key.public_pem), as_dict=True)
+        try:
+            jwk = OKPAlgorithm.to_jwk(public_key_load(key.public_pem), as_dict=True)
+        except ValueError as exc:  # a damaged row: leave it out, never fail the whole document
+            logger.error("public key of %s not publishable: %s", key.kid, exc, extra={"event": "jwks_key_skipped"})
+            continue
         keys.append({**jwk, "kid": key.kid, "alg": key.algorithm, "use": "sig"})
     return {"keys": sorted(keys, key=lambda jwk: jwk["kid"])}
 
@@ -32,6 +40,10 @@ def jwks_document() -> dict[str, list[dict[str, str]]]:
 def jwks(request: HttpRequest) -> HttpResponse:
     if request.method not in ("GET", "HEAD"):
         return method_not_allowed(request, allowed=("GET", "HEAD"))
-    response = HttpResponse(json.dumps(jwks_document()), content_type="application/json")
+    try:
+        document = jwks_document()
+    except RingUnavailableError as exc:
+        return JsonResponse(error_body(request, exc.code, exc.message), status=exc.http_status, headers=exc.headers)
+    response = HttpResponse(json.dumps(document), content_type="application/json")
     response["Cache-Control"] = f"public, max-age={settings.BULWARK_JWT['JWKS_MAX_AGE']}"
     return response

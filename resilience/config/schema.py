@@ -131,8 +131,9 @@ SCHEMA: tuple[Var, ...] = (
         "str",
         "optional",
         "authentication",
-        "Migration window: until this ISO-8601 instant (e.g. 2027-01-31T00:00:00Z), tokens without a kid are "
-        "verified against JWT_SECRET only. Unset: refused.",
+        "Migration window for tokens issued before the key ring: until this ISO-8601 instant (e.g. "
+        "2027-01-31T00:00:00Z) environment-key tokens may lack iss/aud, and kid-less ones verify against JWT_SECRET "
+        "only. Set it to the upgrade time plus the refresh lifetime. Unset: refused.",
     ),
     Var(
         "JWT_JWKS_MAX_AGE",

@@ -5,7 +5,8 @@ with the same environment, as an operator would run it. Every claim "in every wo
 connections pinned to each worker (the worker holding a connection is found through ``/proc``), several per
 worker and used from concurrent threads, so each probe is ~20 requests of which both workers serve half.
 
-Lifetimes are short so that a PREVIOUS key may be retired 11 s after a rotation (10 s refresh + 1 s leeway).
+Lifetimes are short so that a PREVIOUS key may be retired 13 s after a rotation (10 s refresh + 1 s leeway + the
+ring's 2 s propagation margin).
 The ring rows this module creates are deleted at the end: the other system tests expect ``JWT_SECRET`` to sign.
 """
 
@@ -38,7 +39,7 @@ from tests.system.conftest import ROOT, Gunicorn
 pytestmark = pytest.mark.system
 
 ACCESS_LIFETIME, REFRESH_LIFETIME, LEEWAY = 8, 10, 1
-RETIRE_DELAY = max(ACCESS_LIFETIME, REFRESH_LIFETIME) + LEEWAY  # seconds from rotation until --retire is allowed
+RETIRE_DELAY = max(ACCESS_LIFETIME, REFRESH_LIFETIME) + LEEWAY + 2  # seconds from rotation until --retire is allowed
 JWKS_MAX_AGE = 1
 PASSWORD = "correct horse battery staple"
 PROPAGATION_LIMIT = 2.0  # a revocation (or logout) is obeyed by every worker within this, from the command's exit

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError
+from django.db import DatabaseError, ProgrammingError
 from django.utils import timezone
 
 from resilience.auth.keys import kid_for_secret
@@ -61,6 +61,10 @@ class Command(BaseCommand):
                 )
         except KeyRingError as exc:
             raise CommandError(str(exc)) from None
+        except ProgrammingError as exc:
+            raise CommandError(
+                f"The key ring's table is missing ({exc.__class__.__name__}): run `python manage.py migrate` first."
+            ) from None
         except DatabaseError as exc:
             raise CommandError(
                 f"The key ring could not be changed: the database primary is unavailable ({exc.__class__.__name__}). "

@@ -622,6 +622,10 @@ def test_hostile_kid_is_refused_without_a_lookup(
     assert decode_calls == []
 
 
+# Inside a test (itself a transaction) each ring read is wrapped in a savepoint, so a failed read cannot abort it.
+SAVEPOINT_SQL = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
+
+
 def test_random_well_formed_kids_cost_at_most_two_ring_reads(settings, forge) -> None:
     """1 000 unknown kids: one read to load the ring, one rate-limited re-read for the first unknown kid."""
     settings.BULWARK_JWT = {**settings.BULWARK_JWT, "RING_REFRESH_SECONDS": 3600.0}
@@ -638,7 +642,8 @@ def test_random_well_formed_kids_cost_at_most_two_ring_reads(settings, forge) ->
             reasons.append(caught.value.reason)
     assert set(reasons) == {"key_unknown"}
     assert 1 <= ring_cache.reads - reads <= 2
-    assert len(queries) <= 2, [query["sql"] for query in queries.captured_queries]
+    selects = [query["sql"] for query in queries.captured_queries if not query["sql"].startswith(SAVEPOINT_SQL)]
+    assert len(selects) <= 2, selects
 
 
 # Tokens without a kid: refused, except with JWT_SECRET inside the migration window.

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from io import StringIO
 
@@ -12,7 +15,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from resilience.auth.crypto import KeyDecryptionError, secret_decrypt
@@ -32,6 +35,7 @@ from resilience.auth.services import (
 from resilience.auth.tokens import access_decode, refresh_rotate, tokens_for_user
 from resilience.errors import TokenNotValidError
 from tests.factories import UserFactory
+from tests.system.conftest import ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -341,17 +345,15 @@ def test_command_rotates_lists_and_explains_refusals() -> None:
 
 
 def test_command_exit_status_and_message_as_a_process() -> None:
-    import subprocess
-    import sys
-
-    from tests.system.conftest import ROOT
-
+    db = connection.settings_dict  # the test database (migrated), reached by the command as a separate process
+    env = {key: value for key, value in os.environ.items() if key != "DATABASE_REPLICA_URLS"}
+    env["DATABASE_URL"] = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     completed = subprocess.run(
         [sys.executable, "manage.py", "rotate_jwt_key", "--retire", "db-0000000000000000"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "settings.test"},
+        env={**env, "DJANGO_SETTINGS_MODULE": "settings.test"},
         timeout=60,
     )
     assert completed.returncode != 0
@@ -433,3 +435,64 @@ def test_audit_entries_are_read_only_in_the_admin(admin_client) -> None:
     assert admin_client.get("/admin/resilience/keyauditentry/").status_code == 200
     assert admin_client.post(f"/admin/resilience/keyauditentry/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
     assert admin_client.get("/admin/resilience/keyauditentry/add/").status_code == 403
+
+
+def test_the_database_refuses_a_second_next_key() -> None:
+    key_stage()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        SigningKey.objects.create(kid="db-00000000000000fe", state="next", secret_encrypted="x")
+
+
+def test_reencrypt_without_the_old_secret_key_says_what_to_do(settings) -> None:
+    key_rotate()
+    settings.SECRET_KEY = "a-completely-different-secret-key-with-no-fallback-0123456789"
+    with pytest.raises(KeyRingError, match="SECRET_KEY_FALLBACKS"):
+        keys_reencrypt()
+    with pytest.raises(CommandError, match="SECRET_KEY_FALLBACKS"):
+        run("--reencrypt")
+
+
+# --- tokens issued before this version (no iss/aud), during the migration window -------------------------------
+
+
+def pre_ring_token(user, secret: str, **overrides) -> str:
+    """An access token as the version before the ring issued them: env kid, no iss, no aud."""
+    now = int(timezone.now().timestamp())
+    claims = {"token_type": "access", "exp": now + 300, "iat": now, "jti": "j1", "user_id": str(user.id), **overrides}
+    return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": kid_for_secret(secret)})
+
+
+@pytest.fixture
+def window(settings):
+    def open_until(delta: timedelta) -> None:
+        settings.BULWARK_JWT = {**settings.BULWARK_JWT, "KIDLESS_UNTIL": timezone.now() + delta}
+
+    return open_until
+
+
+def test_tokens_without_iss_and_aud_verify_only_during_the_migration_window(user, window) -> None:
+    old = pre_ring_token(user, settings.BULWARK_CONFIG.jwt_secret)
+    with pytest.raises(TokenNotValidError) as refused:
+        access_decode(old)
+    assert refused.value.reason == "malformed"  # iss/aud required outside the window
+    window(timedelta(days=1))
+    assert access_decode(old)["user_id"] == str(user.id)
+    with pytest.raises(TokenNotValidError) as wrong:
+        access_decode(pre_ring_token(user, settings.BULWARK_CONFIG.jwt_secret, aud="another-api"))
+    assert wrong.value.reason == "invalid"  # a claim that is present must still match
+    window(timedelta(seconds=-1))
+    with pytest.raises(TokenNotValidError):
+        access_decode(old)
+
+
+def test_the_migration_window_never_relaxes_database_keys(user, window) -> None:
+    key_rotate()
+    ring_cache.reset()
+    active = SigningKey.objects.get(state="active")
+    window(timedelta(days=1))
+    now = int(timezone.now().timestamp())
+    claims = {"token_type": "access", "exp": now + 300, "iat": now, "jti": "j2", "user_id": str(user.id)}
+    token = jwt.encode(claims, secret_decrypt(active.secret_encrypted), algorithm="HS256", headers={"kid": active.kid})
+    with pytest.raises(TokenNotValidError) as refused:
+        access_decode(token)
+    assert refused.value.reason == "malformed"

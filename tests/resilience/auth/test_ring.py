@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
 from resilience.auth.keys import ACTIVE, NEXT, PREVIOUS, RETIRED, REVOKED, StoredKey, kid_for_secret, ring_build
 from resilience.auth.models import SigningKey
-from resilience.auth.ring import ring_cache
+from resilience.auth.ring import RingUnavailableError, ring_cache
 from resilience.auth.services import key_revoke, key_rotate
-from resilience.auth.tokens import access_decode, tokens_for_user
+from resilience.auth.tokens import access_decode, refresh_rotate, tokens_for_user
 from resilience.errors import TokenNotValidError
 
 SECRET_A = "A" * 16 + "-first-secret-0123456789"
@@ -159,12 +159,54 @@ def test_an_unreadable_ring_keeps_the_last_one(user, monkeypatch) -> None:
     access = tokens_for_user(user)["access"]
     assert jwt.get_unverified_header(access)["kid"].startswith("db-")
 
-    from django.db import OperationalError
+    _unreadable(monkeypatch)
+    monkeypatch.setattr(ring_cache, "_checked_at", ring_cache._checked_at - 5.0)
+    access_decode(access)  # the last ring still verifies the database key
+    assert tokens_for_user(user)["access"]  # and still signs
 
+
+def _unreadable(monkeypatch) -> None:
     def unreachable(*args, **kwargs):
         raise OperationalError("connection refused")
 
     monkeypatch.setattr(SigningKey.objects, "values_list", unreachable)
-    monkeypatch.setattr(ring_cache, "_checked_at", ring_cache._checked_at - 5.0)
-    access_decode(access)  # the last ring still verifies the database key
-    assert tokens_for_user(user)["access"]  # and still signs
+
+
+@pytest.mark.django_db
+def test_a_ring_never_read_is_a_503_not_the_environment_keys_alone(user, api_client, monkeypatch) -> None:
+    access = tokens_for_user(user)["access"]
+    ring_cache.reset()
+    _unreadable(monkeypatch)
+    with pytest.raises(RingUnavailableError):
+        access_decode(access)
+    response = api_client.get("/api/auth/me/", HTTP_AUTHORIZATION=f"Bearer {access}")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "dependency_unavailable"
+    assert response["Retry-After"]
+    jwks = api_client.get("/.well-known/jwks.json")
+    assert jwks.status_code == 503 and jwks.json()["error"]["code"] == "dependency_unavailable"
+
+
+@pytest.mark.django_db
+def test_a_ring_not_reread_for_too_long_is_no_longer_trusted(user, monkeypatch) -> None:
+    access = tokens_for_user(user)["access"]
+    access_decode(access)
+    _unreadable(monkeypatch)
+    stale = settings.BULWARK_JWT["RING_MAX_STALE_SECONDS"]
+    monkeypatch.setattr(ring_cache, "_checked_at", ring_cache._checked_at - 2)
+    access_decode(access)  # a failed re-read: the last ring stays in use for a while
+    monkeypatch.setattr(ring_cache, "_read_ok_at", ring_cache._read_ok_at - stale - 1)
+    monkeypatch.setattr(ring_cache, "_checked_at", ring_cache._checked_at - 2)
+    with pytest.raises(RingUnavailableError):
+        access_decode(access)  # it may miss a revocation by now
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_ring_read_inside_a_refresh_does_not_skip_the_blacklisting(user, monkeypatch) -> None:
+    tokens = tokens_for_user(user)
+    ring_cache.current()
+    _unreadable(monkeypatch)
+    monkeypatch.setattr(ring_cache, "_checked_at", ring_cache._checked_at - 2)  # the re-read falls in the rotation
+    refresh_rotate(tokens["refresh"])
+    with pytest.raises(TokenNotValidError) as replayed:
+        refresh_rotate(tokens["refresh"])
+    assert replayed.value.reason == "blacklisted"
