@@ -591,6 +591,37 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def run_bench(
+    args: argparse.Namespace,
+    prefix: str,
+    measure: Callable[[argparse.Namespace, Stack, Path, list[Callable[[], None]]], None],
+    render_run: Callable[[Path, bool], None],
+) -> int:
+    """A benchmark's main: ``--report`` re-renders; otherwise measure on its own stack, always torn down."""
+    if args.report:
+        render_run(args.report, args.publish)
+        return 0
+    out = args.out or RESULTS / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    stack = Stack(name=args.name, port_base=args.port_base, echo=lambda m: say(f"devstack: {m}"))
+    cleanup: list[Callable[[], None]] = []
+    started = time.monotonic()
+    interrupted = False
+    try:
+        with sigterm_as_interrupt():
+            measure(args, stack, out, cleanup)
+    except KeyboardInterrupt:
+        say("interrupted; cleaning up")
+        interrupted = True
+    finally:
+        teardown(cleanup, stack)
+    if interrupted:
+        return 130
+    say(f"done in {time.monotonic() - started:.0f} s; raw results in {out}")
+    render_run(out, args.publish)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report:

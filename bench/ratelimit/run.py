@@ -46,9 +46,8 @@ from bench.failover.run import (
     git_state,
     manage,
     publish_report,
+    run_bench,
     say,
-    sigterm_as_interrupt,
-    teardown,
 )
 from bench.ratelimit import report
 from devstack import Stack
@@ -297,26 +296,4 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.report:
-        render(args.report, args.publish)
-        return 0
-    out = args.out or RESULTS / f"ratelimit-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    stack = Stack(name=args.name, port_base=args.port_base, echo=lambda m: say(f"devstack: {m}"))
-    cleanup: list[Callable[[], None]] = []
-    started = time.monotonic()
-    interrupted = False
-    try:
-        with sigterm_as_interrupt():
-            measure(args, stack, out, cleanup)
-    except KeyboardInterrupt:
-        say("interrupted; cleaning up")
-        interrupted = True
-    finally:
-        teardown(cleanup, stack)
-    if interrupted:
-        return 130
-    say(f"done in {time.monotonic() - started:.0f} s; raw results in {out}")
-    render(out, args.publish)
-    return 0
+    return run_bench(parse_args(argv), "ratelimit", measure, render)
