@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from resilience.audit import AuditEntry
+
 
 class KeyState(models.TextChoices):
     NEXT = "next", "next (published, not signing yet)"
@@ -68,22 +70,15 @@ class SigningKey(models.Model):
         return f"{self.kid} ({self.algorithm}, {self.state})"
 
 
-class KeyAuditEntry(models.Model):
+class KeyAuditEntry(AuditEntry):
     """Who changed which key's state, when, and why. Kept when the key's row is gone."""
 
     kid = models.CharField(max_length=64, db_index=True)
     action = models.CharField(max_length=20)  # stage, rotate, retire, revoke, reencrypt
     previous_state = models.CharField(max_length=10, blank=True)
     state = models.CharField(max_length=10)
-    reason = models.CharField(max_length=300, blank=True)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    actor_name = models.CharField(max_length=150, blank=True, help_text="Kept when the user is deleted.")
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
 
-    class Meta:
-        ordering = ["-at", "-id"]
+    class Meta(AuditEntry.Meta):
         verbose_name_plural = "key audit entries"
 
     def __str__(self) -> str:

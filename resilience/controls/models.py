@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from resilience.audit import AuditEntry
+
 
 class OperatorControl(models.Model):
     """One switch, e.g. ``db.read_only`` or ``db.drain.replica_1``."""
@@ -20,21 +22,14 @@ class OperatorControl(models.Model):
         return f"{self.key}={'on' if self.enabled else 'off'}"
 
 
-class ControlAuditEntry(models.Model):
+class ControlAuditEntry(AuditEntry):
     """Who changed which switch, when, and why."""
 
     key = models.CharField(max_length=100, db_index=True)
     enabled = models.BooleanField()
     previous = models.BooleanField(null=True)
-    reason = models.CharField(max_length=300, blank=True)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    actor_name = models.CharField(max_length=150, blank=True, help_text="Kept when the user is deleted.")
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
 
-    class Meta:
-        ordering = ["-at", "-id"]
+    class Meta(AuditEntry.Meta):
         verbose_name_plural = "control audit entries"
 
     def __str__(self) -> str:
