@@ -28,7 +28,7 @@ from resilience.auth.keys import ACTIVE, NEXT, PREVIOUS, KeyRing, StoredKey, ret
 from resilience.auth.models import SigningKey
 from resilience.db import context
 from resilience.db.context import primary_reads
-from resilience.db.nodes import PRIMARY
+from resilience.db.nodes import PRIMARY, registry
 from resilience.errors import DependencyUnavailableError
 
 logger = logging.getLogger("resilience.auth")
@@ -103,12 +103,7 @@ class RingCache:
         routing = context.current()
         stale = routing.stale if routing is not None else False
         try:
-            # From the primary when it is up (a revocation must not wait for a replica to replay it), inside a
-            # request or not (a management command, a benchmark): outside one, primary_reads alone does nothing.
-            with primary_reads() if routing is not None else context.routing(context.RoutingState(force_primary=True)):
-                # Inside a transaction (a refresh token being rotated) a failed read must not abort it.
-                with transaction.atomic(using=PRIMARY) if connections[PRIMARY].in_atomic_block else nullcontext():
-                    rows = list(SigningKey.objects.values_list(*_FIELDS))
+            rows = self._rows()
         except DatabaseError as exc:
             logger.warning(
                 "key ring not re-read (the last one stays in use for up to %ss): %s",
@@ -121,6 +116,25 @@ class RingCache:
             if routing is not None:
                 routing.stale = stale  # the ring is not the client's data: no X-Data-Stale for reading it
         return [self._stored(*row) for row in rows]
+
+    @staticmethod
+    def _rows() -> list[tuple[Any, ...]]:
+        """The ring's rows from the primary when it is up (a revocation must not wait for a replica to replay
+        it), else from a replica: also when the primary fails this very read (it may not be marked down yet)."""
+        query = SigningKey.objects.values_list(*_FIELDS)
+        try:
+            # Inside a request or not (a command, a benchmark): outside one, primary_reads alone does nothing.
+            with primary_reads() if context.current() else context.routing(context.RoutingState(force_primary=True)):
+                # Inside a transaction (a refresh token being rotated) a failed read must not abort it.
+                with transaction.atomic(using=PRIMARY) if connections[PRIMARY].in_atomic_block else nullcontext():
+                    return list(query)
+        except DatabaseError as primary_error:
+            for alias in registry().readable_replicas():
+                try:
+                    return list(query.using(alias))
+                except DatabaseError:
+                    continue
+            raise primary_error
 
     def _build(self, stored: list[StoredKey]) -> KeyRing:
         config = settings.BULWARK_CONFIG

@@ -77,3 +77,34 @@ def test_a_write_request_whose_read_meets_a_dead_replica_is_rerun(client, db) ->
     assert response.status_code == 201, response.content
     assert response.json()["items"][0]["quantity"] == 2
     assert Product.objects.get(pk=product.pk).stock == 5  # adding to a cart reserves nothing
+
+
+def test_a_first_ring_read_that_meets_the_dead_primary_comes_from_the_replica(client) -> None:
+    import time
+
+    import jwt
+
+    from resilience.auth.models import SigningKey
+    from resilience.auth.ring import ring_cache
+    from resilience.auth.services import key_rotate
+    from resilience.auth.tokens import tokens_for_user
+    from tests.factories import UserFactory
+
+    user = UserFactory()
+    key = key_rotate()  # tokens are signed by a database key: the environment keys alone could not verify them
+    ring_cache.reset()
+    access = tokens_for_user(user)["access"]
+    assert jwt.get_unverified_header(access)["kid"] == key.kid
+    deadline = time.monotonic() + 10  # the replica streams: it has both rows within moments
+    while not (
+        SigningKey.objects.using(REPLICA).filter(kid=key.kid).exists()
+        and type(user).objects.using(REPLICA).filter(pk=user.pk).exists()
+    ):
+        assert time.monotonic() < deadline, "the replica did not replay the key and the user"
+        time.sleep(0.05)
+    ring_cache.reset()  # a worker that has not read the ring yet
+    with dead(PRIMARY):  # and the primary dies before the monitor noticed
+        response = client.get("/api/auth/me/", HTTP_AUTHORIZATION=f"Bearer {access}")
+    assert response.status_code == 200, response.content
+    assert response.json()["id"] == user.id
+    registry().record_probe(PRIMARY, in_recovery=False, lag_seconds=0, lag_bytes=0, replay_lsn=None)
