@@ -1,12 +1,13 @@
-"""Assertions shared by the API tests: the error envelope and its invariants."""
+"""Shared by the tests: the error envelope and its invariants; real node failures (a port where nothing listens)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from django.db import connection
+from django.db import connection, connections
 
 ENVELOPE_KEYS = {"code", "message", "detail", "request_id"}
 # The eight areas of /health and validate_env, as DESIGN.md names them (a contract: not imported from the code).
@@ -76,3 +77,19 @@ def run_together(workers: list[Callable[[], Any]]) -> list[tuple[str, Any]]:
     assert not any(thread.is_alive() for thread in threads), "a worker hung (deadlock?)"
     assert all(outcome is not None for outcome in outcomes)
     return outcomes  # type: ignore[return-value]
+
+
+@contextmanager
+def dead(*aliases: str) -> Iterator[None]:
+    """These database aliases point at a port where nothing listens: connecting is refused, as with a killed server."""
+    from tests.system.conftest import free_port
+
+    with ExitStack() as stack:
+        for alias in aliases:
+            node = connections[alias]
+            node.close()
+            original = node.settings_dict["PORT"]
+            node.settings_dict["PORT"] = str(free_port())
+            stack.callback(node.settings_dict.__setitem__, "PORT", original)
+            stack.callback(node.close)
+        yield

@@ -19,7 +19,14 @@ from django.views.decorators.debug import sensitive_variables
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from resilience.auth.crypto import KeyDecryptionError, material_generate, new_kid, secret_encrypt, secret_reencrypt
+from resilience.auth.crypto import (
+    KeyDecryptionError,
+    NewKeyMaterial,
+    material_generate,
+    new_kid,
+    secret_encrypt,
+    secret_reencrypt,
+)
 from resilience.auth.keys import ACTIVE, NEXT, PREVIOUS, RETIRED, REVOKED, kid_for_secret, retire_delay
 from resilience.auth.models import KeyAlgorithm, KeyAuditEntry, KeySource, SigningKey, UserTokenState
 from resilience.auth.ring import ring_cache
@@ -101,18 +108,17 @@ def key_stage_check(*, algorithm: str, secret: str = "") -> None:
         raise KeyRingError("A NEXT key is already staged: rotate to it, or retire it first.")
 
 
-@sensitive_variables("secret", "material", "private")
+@sensitive_variables("secret", "material")
 def _create(
     algorithm: str, state: str, actor: AbstractBaseUser | None, reason: str, secret: str = "", *, action: str
 ) -> SigningKey:
-    material = material_generate(algorithm)
-    private = secret.encode() if secret else material.private
+    material = NewKeyMaterial(secret.encode(), "") if secret else material_generate(algorithm)
     key = SigningKey.objects.create(
         kid=new_kid(),
         algorithm=algorithm,
         state=state,
         source=KeySource.DATABASE,
-        secret_encrypted=secret_encrypt(private),
+        secret_encrypted=secret_encrypt(material.private),
         public_key=material.public_pem,
         activated_at=timezone.now() if state == ACTIVE else None,
         created_by=actor,

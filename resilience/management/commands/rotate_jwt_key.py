@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from resilience.auth.keys import kid_for_secret
 from resilience.auth.models import KeyAlgorithm
-from resilience.auth.ring import ring_cache
+from resilience.auth.ring import RingUnavailableError, ring_cache
 from resilience.auth.services import KeyRingError, key_retire, key_revoke, key_rotate, key_stage, keys_reencrypt
 
 
@@ -61,6 +61,11 @@ class Command(BaseCommand):
                 )
         except KeyRingError as exc:
             raise CommandError(str(exc)) from None
+        except RingUnavailableError:
+            raise CommandError(
+                "The key ring cannot be read: no database node answers, or it is not migrated "
+                "(`python manage.py migrate`). Verification keeps the ring it last read for 30 s."
+            ) from None
         except ProgrammingError as exc:
             raise CommandError(
                 f"The key ring's table is missing ({exc.__class__.__name__}): run `python manage.py migrate` first."

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from io import StringIO
 
 import jwt
 import pytest
 from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
@@ -14,8 +17,9 @@ from resilience.auth.keys import ACTIVE, NEXT, PREVIOUS, RETIRED, REVOKED, Store
 from resilience.auth.models import SigningKey
 from resilience.auth.ring import RingUnavailableError, ring_cache
 from resilience.auth.services import key_revoke, key_rotate
-from resilience.auth.tokens import access_decode, refresh_rotate, tokens_for_user
+from resilience.auth.tokens import KeyedAccessToken, access_decode, refresh_rotate, tokens_for_user
 from resilience.errors import TokenNotValidError
+from tests.helpers import dead
 
 SECRET_A = "A" * 16 + "-first-secret-0123456789"
 SECRET_B = "B" * 16 + "-second-secret-012345678"
@@ -152,17 +156,60 @@ def test_a_change_in_this_process_is_obeyed_at_once(user, django_capture_on_comm
     assert refused.value.reason == "key_revoked"
 
 
-@pytest.mark.django_db
-def test_an_unreadable_ring_keeps_the_last_one(user, monkeypatch) -> None:
+# Real failures: every database node unreachable (a port where nothing listens), in transactional tests so
+# that closing the connections does not break the test's own transaction.
+ALL_NODES = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+def every_node_dead():
+    return dead(*settings.DATABASES)
+
+
+def reread_due() -> None:
+    ring_cache._checked_at -= settings.BULWARK_JWT["RING_REFRESH_SECONDS"] + 1  # as if a second had passed
+
+
+@ALL_NODES
+def test_an_unreadable_ring_keeps_the_last_one(user) -> None:
     key_rotate()
     ring_cache.reset()
     access = tokens_for_user(user)["access"]
     assert jwt.get_unverified_header(access)["kid"].startswith("db-")
+    reads = ring_cache.reads
+    with every_node_dead():
+        reread_due()
+        access_decode(access)  # the re-read fails; the last ring still verifies the database key
+        assert ring_cache.reads == reads + 1
+        reread_due()
+        signed = str(KeyedAccessToken.for_user(user))  # and still signs (a login also needs the user: not here)
+        assert jwt.get_unverified_header(signed)["kid"] == jwt.get_unverified_header(access)["kid"]
 
-    _unreadable(monkeypatch)
-    monkeypatch.setattr(ring_cache, "_checked_at", ring_cache._checked_at - 5.0)
-    access_decode(access)  # the last ring still verifies the database key
-    assert tokens_for_user(user)["access"]  # and still signs
+
+@ALL_NODES
+def test_a_ring_never_read_is_a_503_not_the_environment_keys_alone(user, api_client) -> None:
+    access = tokens_for_user(user)["access"]  # signed by JWT_SECRET: the environment alone could verify it
+    ring_cache.reset()
+    with every_node_dead():
+        with pytest.raises(RingUnavailableError):
+            access_decode(access)
+        response = api_client.get("/api/auth/me/", HTTP_AUTHORIZATION=f"Bearer {access}")
+        jwks = api_client.get("/.well-known/jwks.json")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "dependency_unavailable"
+    assert response["Retry-After"]
+    assert jwks.status_code == 503 and jwks.json()["error"]["code"] == "dependency_unavailable"
+
+
+@ALL_NODES
+def test_a_ring_not_reread_for_too_long_is_no_longer_trusted(user) -> None:
+    access = tokens_for_user(user)["access"]
+    access_decode(access)
+    with every_node_dead():
+        reread_due()
+        access_decode(access)  # a failed re-read: the last ring stays in use for a while
+        ring_cache._read_ok_at -= settings.BULWARK_JWT["RING_MAX_STALE_SECONDS"] + 1  # ... this long ago
+        reread_due()
+        with pytest.raises(RingUnavailableError):
+            access_decode(access)  # it may miss a revocation by now
 
 
 def _unreadable(monkeypatch) -> None:
@@ -172,36 +219,10 @@ def _unreadable(monkeypatch) -> None:
     monkeypatch.setattr(SigningKey.objects, "values_list", unreachable)
 
 
-@pytest.mark.django_db
-def test_a_ring_never_read_is_a_503_not_the_environment_keys_alone(user, api_client, monkeypatch) -> None:
-    access = tokens_for_user(user)["access"]
-    ring_cache.reset()
-    _unreadable(monkeypatch)
-    with pytest.raises(RingUnavailableError):
-        access_decode(access)
-    response = api_client.get("/api/auth/me/", HTTP_AUTHORIZATION=f"Bearer {access}")
-    assert response.status_code == 503 and response.json()["error"]["code"] == "dependency_unavailable"
-    assert response["Retry-After"]
-    jwks = api_client.get("/.well-known/jwks.json")
-    assert jwks.status_code == 503 and jwks.json()["error"]["code"] == "dependency_unavailable"
-
-
-@pytest.mark.django_db
-def test_a_ring_not_reread_for_too_long_is_no_longer_trusted(user, monkeypatch) -> None:
-    access = tokens_for_user(user)["access"]
-    access_decode(access)
-    _unreadable(monkeypatch)
-    stale = settings.BULWARK_JWT["RING_MAX_STALE_SECONDS"]
-    monkeypatch.setattr(ring_cache, "_checked_at", ring_cache._checked_at - 2)
-    access_decode(access)  # a failed re-read: the last ring stays in use for a while
-    monkeypatch.setattr(ring_cache, "_read_ok_at", ring_cache._read_ok_at - stale - 1)
-    monkeypatch.setattr(ring_cache, "_checked_at", ring_cache._checked_at - 2)
-    with pytest.raises(RingUnavailableError):
-        access_decode(access)  # it may miss a revocation by now
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_ring_read_inside_a_refresh_does_not_skip_the_blacklisting(user, monkeypatch) -> None:
+    # A read that fails while the same connection's transaction lives on: no dead node produces that, so the
+    # ring's query alone is made to fail here.
     tokens = tokens_for_user(user)
     ring_cache.current()
     _unreadable(monkeypatch)
@@ -210,3 +231,9 @@ def test_a_failed_ring_read_inside_a_refresh_does_not_skip_the_blacklisting(user
     with pytest.raises(TokenNotValidError) as replayed:
         refresh_rotate(tokens["refresh"])
     assert replayed.value.reason == "blacklisted"
+
+
+@ALL_NODES
+def test_listing_an_unreadable_ring_is_a_clear_command_error() -> None:
+    with every_node_dead(), pytest.raises(CommandError, match="The key ring cannot be read"):
+        call_command("rotate_jwt_key", "--list", stdout=StringIO())

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 from django.conf import settings
-from django.db import connections
 
 from resilience.db.nodes import PRIMARY, registry
 from tests.factories import ProductFactory
-from tests.system.conftest import free_port
+from tests.helpers import dead
 
 REPLICA = "replica_1"
 pytestmark = [
@@ -19,20 +15,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True, databases=[PRIMARY, REPLICA]),
     pytest.mark.skipif(REPLICA not in settings.DATABASES, reason="needs DATABASE_REPLICA_URLS (make test sets it)"),
 ]
-
-
-@contextmanager
-def dead(alias: str) -> Iterator[None]:
-    """The alias points at a port where nothing listens: connecting is refused, as with a killed server."""
-    connection = connections[alias]
-    connection.close()
-    original = connection.settings_dict["PORT"]
-    connection.settings_dict["PORT"] = str(free_port())
-    try:
-        yield
-    finally:
-        connection.close()
-        connection.settings_dict["PORT"] = original
 
 
 def test_a_read_that_meets_a_dead_replica_is_rerun_on_the_primary(client) -> None:
