@@ -13,5 +13,5 @@ test: bootstrap  ## lint, then the whole suite against a throwaway stack
 stop:  ## stop the server started by `make run` and the local stack (data kept)
 	@bash scripts/stop.sh
 
-lint: bootstrap
-	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
+lint: bootstrap  ## ruff, and the import contracts (shop -> resilience -> core)
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports --no-cache --no-logo

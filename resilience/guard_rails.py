@@ -22,7 +22,7 @@ from contextlib import closing, contextmanager, suppress
 from django.conf import settings
 
 from resilience.breakers.breaker import BreakerConfig, CircuitBreaker, CircuitOpenError, Forced, State
-from resilience.breakers.errors import ExternalClientError, ExternalServerError, ExternalServiceUnavailable
+from resilience.breakers.exceptions import ExternalClientError, ExternalServerError, ExternalServiceUnavailable
 from resilience.breakers.http import GuardedHttpClient
 from resilience.breakers.registry import breaker_config, breaker_get
 

@@ -8,6 +8,7 @@ STACK=(--name test --port-base "${BULWARK_TEST_PORT_BASE:-63532}")
 
 "$PY" -m ruff check --quiet .
 "$PY" -m ruff format --check --quiet .
+contracts=$(.venv/bin/lint-imports --no-cache --no-logo) || { printf '%s\n' "$contracts"; exit 1; }
 
 # The throwaway stack lives in RAM when it can: about 5x faster to create than under /tmp here.
 if [ -z "${DEVSTACK_TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then export DEVSTACK_TMPDIR=/dev/shm; fi

@@ -46,7 +46,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "resilience.observability.request_id.RequestIdMiddleware",
+    "core.request_id.RequestIdMiddleware",
     "resilience.db.middleware.DatabaseRoutingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -164,9 +164,9 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["resilience.auth.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["resilience.api.parsers.SafeJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.api.parsers.SafeJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "resilience.api.exception_handler.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.api.exception_handler.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # The global per-client limit on every view, plus each view's own scopes (resilience/ratelimit/throttles.py).
     "DEFAULT_THROTTLE_CLASSES": ["resilience.ratelimit.throttles.RateLimitThrottle"],
@@ -230,7 +230,7 @@ IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "resilience.observability.request_id.RequestIdLogFilter"}},
+    "filters": {"request_id": {"()": "core.request_id.RequestIdLogFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
     },

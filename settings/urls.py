@@ -2,14 +2,14 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from resilience.api.views import api_route_not_found
+from core.api.views import api_route_not_found
 from resilience.auth.views import jwks
 from resilience.health import views as health
 
-handler400 = "resilience.api.views.bad_request"
-handler403 = "resilience.api.views.permission_denied"
-handler404 = "resilience.api.views.not_found"
-handler500 = "resilience.api.views.server_error"
+handler400 = "core.api.views.bad_request"
+handler403 = "core.api.views.permission_denied"
+handler404 = "core.api.views.not_found"
+handler500 = "core.api.views.server_error"
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -11,8 +11,8 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 from rest_framework_simplejwt.tokens import AccessToken
 
+from resilience.auth.exceptions import TokenNotValidError
 from resilience.auth.tokens import access_decode, token_user
-from resilience.errors import TokenNotValidError
 
 
 class BearerTokenAuthentication(BaseAuthentication):

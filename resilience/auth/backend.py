@@ -30,10 +30,10 @@ from rest_framework_simplejwt.backends import TokenBackend
 from rest_framework_simplejwt.exceptions import TokenBackendError, TokenBackendExpiredToken
 from rest_framework_simplejwt.settings import api_settings
 
+from core.exceptions import DependencyUnavailableError
 from resilience.auth.keys import KID_PATTERN, NEXT, RETIRED, REVOKED, RingKey
 from resilience.auth.models import KeySource
 from resilience.auth.ring import ring_cache
-from resilience.errors import DependencyUnavailableError
 
 MAX_TOKEN_BYTES = 8192
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")

@@ -23,13 +23,13 @@ from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 from rest_framework_simplejwt.settings import api_settings
 
+from core.exceptions import DependencyUnavailableError
 from resilience.auth.crypto import private_key_load, public_key_load, secret_decrypt
 from resilience.auth.keys import ACTIVE, NEXT, PREVIOUS, KeyRing, StoredKey, retire_delay, ring_build
 from resilience.auth.models import SigningKey
 from resilience.db import context
 from resilience.db.context import primary_reads
 from resilience.db.nodes import PRIMARY, registry
-from resilience.errors import DependencyUnavailableError
 
 logger = logging.getLogger("resilience.auth")
 

@@ -14,11 +14,11 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 
 from resilience.auth.backend import MAX_TOKEN_BYTES, KeyedTokenBackend, KeyRejectedError
+from resilience.auth.exceptions import TokenNotValidError
 from resilience.auth.models import UserTokenState
 from resilience.db.bookkeeping import best_effort
 from resilience.db.consistency import apply_user_read_after
 from resilience.db.context import primary_reads, read_from_replica
-from resilience.errors import TokenNotValidError
 
 logger = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ import json
 import logging
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from jwt.algorithms import OKPAlgorithm
 
-from resilience.api.exception_handler import error_body
-from resilience.api.views import method_not_allowed
+from core.api.responses import error_response
+from core.api.views import method_not_allowed
 from resilience.auth.crypto import public_key_load
 from resilience.auth.ring import RingUnavailableError, key_ring
 
@@ -43,7 +43,7 @@ def jwks(request: HttpRequest) -> HttpResponse:
     try:
         document = jwks_document()
     except RingUnavailableError as exc:
-        return JsonResponse(error_body(request, exc.code, exc.message), status=exc.http_status, headers=exc.headers)
+        return error_response(request, exc)
     response = HttpResponse(json.dumps(document), content_type="application/json")
     response["Cache-Control"] = f"public, max-age={settings.BULWARK_JWT['JWKS_MAX_AGE']}"
     return response

@@ -3,7 +3,7 @@
 Built on urllib3 (thread-safe connection pool; one client per service and process). Every call goes
 through the service's breaker, so when the service is down, erroring or hanging, the first
 ``failure_threshold`` calls pay at most one connect or read timeout each and every later call is refused
-at once (:class:`~resilience.breakers.errors.ExternalCircuitOpen`) until a trial call finds it back.
+at once (:class:`~resilience.breakers.exceptions.ExternalCircuitOpen`) until a trial call finds it back.
 urllib3's own retries and redirects are off: a retry is the caller's decision (with an idempotency key).
 
 The read timeout bounds each wait for data; a server that sends nothing (hung) costs at most
@@ -23,7 +23,7 @@ import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 
 from resilience.breakers.breaker import CircuitBreaker, CircuitOpenError
-from resilience.breakers.errors import (
+from resilience.breakers.exceptions import (
     ExternalBadResponse,
     ExternalCircuitOpen,
     ExternalClientError,

@@ -15,7 +15,7 @@ from django.conf import settings
 
 from resilience.breakers.breaker import BreakerConfig, CircuitBreaker, Exclusion
 from resilience.breakers.controls import forced_mode
-from resilience.breakers.errors import ExternalClientError
+from resilience.breakers.exceptions import ExternalClientError
 from resilience.breakers.listeners import LoggingListener, MetricsListener
 
 _lock = threading.Lock()

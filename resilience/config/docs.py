@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from core.docs import between_markers
 from resilience.config.loader import PROJECT_ROOT
 from resilience.config.schema import SCHEMA
 
@@ -46,14 +47,9 @@ def env_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-TABLE_START, TABLE_END = "<!-- env-table -->\n", "<!-- /env-table -->"
-
-
 def readme_with_table(readme: str) -> str:
     """The README text with the environment table between its markers replaced by the current one."""
-    start = readme.index(TABLE_START) + len(TABLE_START)
-    end = readme.index(TABLE_END)
-    return readme[:start] + env_table() + readme[end:]
+    return between_markers(readme, "env-table", env_table())
 
 
 if __name__ == "__main__":

@@ -13,16 +13,16 @@ from collections.abc import Callable
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, connections
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
-from resilience.api.exception_handler import error_body
+from core.api.responses import error_response
+from core.exceptions import AppError, RequestTooLargeError
 from resilience.controls.state import db_controls
 from resilience.db import consistency
 from resilience.db.context import RoutingState, routing
-from resilience.db.errors import MAINTENANCE_MESSAGE, DatabaseUnavailableError, ReadOnlyModeError
+from resilience.db.exceptions import MAINTENANCE_MESSAGE, DatabaseUnavailableError, ReadOnlyModeError
 from resilience.db.monitor import monitor_start
 from resilience.db.nodes import PRIMARY, registry
-from resilience.errors import AppError
 
 logger = logging.getLogger("resilience.db")
 
@@ -32,16 +32,6 @@ STALE_HEADER = "X-Data-Stale"
 
 class _RetryResponse(HttpResponse):
     """Marks a request to run once more (it never reaches the client)."""
-
-
-def _error_response(request: HttpRequest, error: AppError) -> HttpResponse:
-    if request.path.startswith("/api/") or "json" in request.headers.get("Accept", ""):
-        response: HttpResponse = JsonResponse(error_body(request, error.code, error.message), status=error.http_status)
-    else:
-        response = HttpResponse(error.message, status=error.http_status, content_type="text/plain; charset=utf-8")
-    for name, value in error.headers.items():
-        response[name] = value
-    return response
 
 
 class DatabaseRoutingMiddleware:
@@ -55,8 +45,7 @@ class DatabaseRoutingMiddleware:
             try:
                 request.body  # noqa: B018 - read the body now so a retried request can parse it again
             except RequestDataTooBig:
-                body = error_body(request, "request_too_large", "The request body is too large.")
-                return JsonResponse(body, status=413)
+                return error_response(request, RequestTooLargeError())
         state = RoutingState(safe_method=safe, min_lsn=self._client_lsn(request))
         request._db_routing = state  # type: ignore[attr-defined]
         with routing(state):
@@ -70,7 +59,7 @@ class DatabaseRoutingMiddleware:
                 )
                 response = self.get_response(request)
                 if isinstance(response, _RetryResponse):  # failed again: never loop
-                    response = _error_response(request, self._failure_error(state))
+                    response = error_response(request, self._failure_error(state))
             if state.wrote:
                 self._hand_out_token(request, response)
         if state.stale:
@@ -82,7 +71,7 @@ class DatabaseRoutingMiddleware:
         if state is None or not isinstance(exception, DatabaseError):
             return None
         if isinstance(exception, AppError):  # ReadOnlyModeError from a non-DRF view (the admin)
-            return _error_response(request, exception)
+            return error_response(request, exception)
         if not state.failed:
             return None  # not a node failure: a bug, reported as one
         for alias in state.failed:
@@ -97,7 +86,7 @@ class DatabaseRoutingMiddleware:
             state.read_only_refused = False
             state.failed.discard(PRIMARY)  # the primary alias reconnects; the failed replicas stay avoided
             return _RetryResponse()
-        return _error_response(request, self._failure_error(state))
+        return error_response(request, self._failure_error(state))
 
     @staticmethod
     def _failure_error(state: RoutingState) -> AppError:

@@ -13,7 +13,7 @@ from django.db import DatabaseError, connections
 
 from resilience.controls.state import db_controls
 from resilience.db import context
-from resilience.db.errors import MAINTENANCE_MESSAGE, ReadOnlyModeError
+from resilience.db.exceptions import MAINTENANCE_MESSAGE, ReadOnlyModeError
 from resilience.db.lsn import lsn_to_int
 from resilience.db.nodes import PRIMARY, NodeRegistry, registry
 

@@ -7,7 +7,7 @@ import json
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from resilience.api.views import method_not_allowed
+from core.api.views import method_not_allowed
 
 HEALTH_CONTENT_TYPE = "application/health+json"
 

@@ -30,7 +30,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from resilience.errors import IdempotencyKeyMismatchError
+from resilience.idempotency.exceptions import IdempotencyKeyMismatchError
 from resilience.idempotency.models import IdempotencyRecord
 
 logger = logging.getLogger("resilience.idempotency")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from resilience.api.schema import error_responses
+from core.api.schema import error_responses
 
 _RATELIMIT_HEADERS = {
     "RateLimit-Limit": "Requests allowed in the current window (of the tightest limit on this route).",

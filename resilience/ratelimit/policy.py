@@ -23,8 +23,8 @@ from django.conf import settings
 from django.core.cache import caches
 from django_ratelimit.core import get_usage
 
-from resilience.errors import RateLimitedError
 from resilience.ratelimit.client_ip import client_ip
+from resilience.ratelimit.exceptions import RateLimitedError
 
 logger = logging.getLogger("resilience.ratelimit")
 

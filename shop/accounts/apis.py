@@ -8,8 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from resilience.api.schema import error_responses
-from resilience.api.serializers import StrictInputSerializer
+from core.api.schema import error_responses
+from core.api.serializers import StrictInputSerializer
 from resilience.auth.services import user_logout_everywhere
 from resilience.auth.tokens import refresh_blacklist, refresh_rotate
 from shop.accounts.services import user_login, user_register

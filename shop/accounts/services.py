@@ -11,10 +11,11 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.exceptions import FieldValidationError
+from resilience.auth.exceptions import InvalidCredentialsError
 from resilience.auth.tokens import tokens_for_user
 from resilience.db.bookkeeping import best_effort
 from resilience.db.context import primary_reads, read_from_replica
-from resilience.errors import FieldValidationError, InvalidCredentialsError
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from resilience.api.schema import error_responses
-from resilience.api.serializers import StrictInputSerializer
+from core.api.schema import error_responses
+from core.api.serializers import StrictInputSerializer
 from shop.cart.models import MAX_LINE_QUANTITY
 from shop.cart.selectors import cart_view
 from shop.cart.services import cart_add_item, cart_remove_item, cart_update_item

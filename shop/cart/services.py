@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from resilience.errors import FieldValidationError, NotFoundError
+from core.exceptions import FieldValidationError, NotFoundError
 from shop.cart.models import MAX_LINE_QUANTITY, Cart, CartItem
 from shop.catalog.exceptions import OutOfStockError, Shortage
 from shop.catalog.models import Product

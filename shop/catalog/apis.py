@@ -7,8 +7,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from resilience.api.pagination import StrictPageNumberPagination
-from resilience.api.schema import error_responses
+from core.api.pagination import StrictPageNumberPagination
+from core.api.schema import error_responses
 from shop.catalog.models import Category, Product
 from shop.catalog.selectors import category_get_by_ref, category_list, product_get, product_list
 

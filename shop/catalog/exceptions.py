@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from resilience.errors import AppError
+from core.exceptions import AppError
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,6 @@ class Shortage:
 
 class OutOfStockError(AppError):
     code = "out_of_stock"
-    http_status = 409
     message = "Not enough stock for some items; see detail.items."
 
     def __init__(self, shortages: list[Shortage]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
-from resilience.errors import FieldValidationError, NotFoundError
+from core.exceptions import FieldValidationError, NotFoundError
 from shop.catalog.models import Category, Product
 
 

@@ -20,10 +20,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from resilience.api.pagination import StrictPageNumberPagination
-from resilience.api.schema import error_responses
-from resilience.api.serializers import StrictInputSerializer
-from resilience.errors import FieldValidationError
+from core.api.pagination import StrictPageNumberPagination
+from core.api.schema import error_responses
+from core.api.serializers import StrictInputSerializer
+from core.exceptions import FieldValidationError
 from resilience.idempotency.services import idempotent_call
 from shop.orders.models import Order, OrderItem
 from shop.orders.selectors import order_get, order_list
@@ -122,8 +122,8 @@ class OrderListCreateApi(APIView):
                 409,
                 422,
                 429,
-                s400="cart_empty, validation_error or parse_error",
-                s409="out_of_stock (detail.items: [{product_id, sku, requested, available}])",
+                s400=("cart_empty", "validation_error", "parse_error"),
+                s409=("out_of_stock",),
             ),
         },
         tags=["orders"],
@@ -192,9 +192,7 @@ class OrderCancelApi(APIView):
         request=None,
         responses={
             200: OrderOutputSerializer,
-            **error_responses(
-                401, 404, 409, s409="order_not_cancellable: only a pending_payment order can be cancelled"
-            ),
+            **error_responses(401, 404, 409, s409=("order_not_cancellable",)),
         },
         tags=["orders"],
         summary="Cancel an order pending payment (its stock is returned)",

@@ -1,15 +1,13 @@
-from resilience.errors import AppError
+from core.exceptions import AppError
 
 
 class CartEmptyError(AppError):
     code = "cart_empty"
-    http_status = 400
     message = "Your cart is empty; add items before checking out."
 
 
 class OrderNotCancellableError(AppError):
     code = "order_not_cancellable"
-    http_status = 409
 
     def __init__(self, status: str) -> None:
         super().__init__(

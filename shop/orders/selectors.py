@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
-from resilience.errors import NotFoundError
+from core.exceptions import NotFoundError
 from shop.orders.models import Order
 
 

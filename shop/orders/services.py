@@ -28,7 +28,7 @@ from django.db import router, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from resilience.errors import NotFoundError
+from core.exceptions import NotFoundError
 from shop.cart.models import Cart
 from shop.cart.services import cart_clear
 from shop.catalog.exceptions import OutOfStockError, Shortage

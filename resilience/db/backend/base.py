@@ -22,7 +22,7 @@ from django.db import DatabaseError as DjangoDatabaseError
 from django.db.backends.postgresql import base as postgresql
 
 from resilience.db import context
-from resilience.db.errors import NodeDownError
+from resilience.db.exceptions import NodeDownError
 from resilience.db.nodes import PRIMARY, registry
 from resilience.db.watchdog import watchdog
 

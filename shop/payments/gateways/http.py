@@ -12,7 +12,7 @@ from decimal import Decimal
 from urllib.parse import quote
 
 from resilience.breakers.breaker import CircuitBreaker
-from resilience.breakers.errors import ExternalCircuitOpen, ExternalClientError, ExternalServiceUnavailable
+from resilience.breakers.exceptions import ExternalCircuitOpen, ExternalClientError, ExternalServiceUnavailable
 from resilience.breakers.http import GuardedHttpClient, HttpResult
 from resilience.breakers.registry import breaker_get
 from shop.payments.gateways.base import (

@@ -37,11 +37,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from resilience.auth import backend
+from resilience.auth.exceptions import TokenNotValidError
 from resilience.auth.keys import kid_for_secret
 from resilience.auth.ring import ring_cache
 from resilience.auth.services import key_rotate, key_stage
 from resilience.auth.tokens import access_decode, tokens_for_user
-from resilience.errors import TokenNotValidError
 from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db

@@ -20,6 +20,7 @@ from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
 from resilience.auth.crypto import KeyDecryptionError, secret_decrypt
+from resilience.auth.exceptions import TokenNotValidError
 from resilience.auth.keys import kid_for_secret
 from resilience.auth.models import KeyAuditEntry, SigningKey
 from resilience.auth.ring import ring_cache
@@ -34,7 +35,6 @@ from resilience.auth.services import (
     user_logout_everywhere,
 )
 from resilience.auth.tokens import access_decode, refresh_rotate, tokens_for_user
-from resilience.errors import TokenNotValidError
 from tests.factories import UserFactory
 from tests.system.conftest import ROOT
 

@@ -15,11 +15,11 @@ from django.conf import settings
 from rest_framework_simplejwt.exceptions import TokenBackendError
 
 from resilience.auth.backend import KeyedTokenBackend, KeyRejectedError
+from resilience.auth.exceptions import TokenNotValidError
 from resilience.auth.keys import kid_for_secret, ring_build
 from resilience.auth.ring import ring_cache
 from resilience.auth.tokens import KeyedAccessToken, KeyedRefreshToken, access_decode
 from resilience.config import load_config
-from resilience.errors import TokenNotValidError
 
 SECRET_A = "A" * 16 + "-first-secret-0123456789"
 SECRET_B = "B" * 16 + "-second-secret-012345678"

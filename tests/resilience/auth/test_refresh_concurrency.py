@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from resilience.auth.exceptions import TokenNotValidError
 from resilience.auth.tokens import refresh_rotate, tokens_for_user
-from resilience.errors import TokenNotValidError
 from tests.factories import UserFactory
 from tests.helpers import run_together
 

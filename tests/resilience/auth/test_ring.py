@@ -13,12 +13,12 @@ from django.core.management.base import CommandError
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
+from resilience.auth.exceptions import TokenNotValidError
 from resilience.auth.keys import ACTIVE, NEXT, PREVIOUS, RETIRED, REVOKED, StoredKey, kid_for_secret, ring_build
 from resilience.auth.models import SigningKey
 from resilience.auth.ring import RingUnavailableError, ring_cache
 from resilience.auth.services import key_revoke, key_rotate
 from resilience.auth.tokens import KeyedAccessToken, access_decode, refresh_rotate, tokens_for_user
-from resilience.errors import TokenNotValidError
 from tests.helpers import dead
 
 SECRET_A = "A" * 16 + "-first-secret-0123456789"

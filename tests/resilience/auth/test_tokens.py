@@ -7,6 +7,7 @@ import pytest
 from django.conf import settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
+from resilience.auth.exceptions import TokenNotValidError
 from resilience.auth.tokens import (
     MAX_TOKEN_BYTES,
     KeyedAccessToken,
@@ -16,7 +17,6 @@ from resilience.auth.tokens import (
     token_decode,
     tokens_for_user,
 )
-from resilience.errors import TokenNotValidError
 from tests.factories import UserFactory
 from tests.helpers import assert_error
 

@@ -11,7 +11,7 @@ import pytest
 
 from devstack.fake_gateway import FakeGateway
 from resilience.breakers.breaker import BreakerConfig, CircuitBreaker, State
-from resilience.breakers.errors import (
+from resilience.breakers.exceptions import (
     ExternalCircuitOpen,
     ExternalClientError,
     ExternalConnectionError,

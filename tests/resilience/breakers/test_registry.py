@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from resilience.breakers.breaker import CircuitOpenError, Forced, State
 from resilience.breakers.controls import breaker_force_set, force_key, forced_mode
-from resilience.breakers.errors import ExternalClientError, ExternalServerError
+from resilience.breakers.exceptions import ExternalClientError, ExternalServerError
 from resilience.breakers.registry import breaker_get, breakers_snapshot, reset_breakers
 from resilience.controls.models import ControlAuditEntry, OperatorControl
 from resilience.controls.state import controls_replace

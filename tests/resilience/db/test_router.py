@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from resilience.controls.state import DRAIN_PREFIX, PRIMARY_ONLY_READS, READ_ONLY, controls_replace
 from resilience.db import context
-from resilience.db.errors import ReadOnlyModeError
+from resilience.db.exceptions import ReadOnlyModeError
 from resilience.db.lsn import lsn_to_int
 from resilience.db.nodes import PRIMARY, registry
 from resilience.db.router import FailoverRouter

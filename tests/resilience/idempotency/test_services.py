@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from resilience.errors import IdempotencyKeyMismatchError
+from resilience.idempotency.exceptions import IdempotencyKeyMismatchError
 from resilience.idempotency.models import IdempotencyRecord
 from resilience.idempotency.services import idempotent_call, request_fingerprint
 from tests.factories import UserFactory

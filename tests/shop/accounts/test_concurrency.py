@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from resilience.errors import FieldValidationError
+from core.exceptions import FieldValidationError
 from shop.accounts.services import user_register
 from tests.helpers import run_together
 

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from resilience.errors import FieldValidationError, NotFoundError
+from core.exceptions import FieldValidationError, NotFoundError
 from shop.cart.models import MAX_LINE_QUANTITY, CartItem
 from shop.cart.selectors import cart_view
 from shop.cart.services import cart_add_item, cart_remove_item, cart_update_item

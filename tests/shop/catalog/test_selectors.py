@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from resilience.errors import FieldValidationError, NotFoundError
+from core.exceptions import FieldValidationError, NotFoundError
 from shop.catalog.selectors import category_get_by_ref, category_list, product_get, product_list
 from tests.factories import CategoryFactory, ProductFactory
 

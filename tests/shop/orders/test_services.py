@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from resilience.errors import NotFoundError
+from core.exceptions import NotFoundError
 from shop.cart.models import CartItem
 from shop.cart.services import cart_add_item
 from shop.catalog.exceptions import OutOfStockError, Shortage

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.core.exceptions import SuspiciousOperation
 from django.test import RequestFactory
 from rest_framework.test import APIClient
 
-from resilience.api.exception_handler import render_exception
-from resilience.api.views import server_error
-from resilience.errors import AppError
+from core.api.exception_handler import render_exception
+from core.api.views import server_error
+from core.exceptions import AppError
 from tests.factories import ProductFactory
 from tests.helpers import assert_error
 
@@ -136,7 +138,7 @@ def test_unexpected_exception_renders_500_envelope_without_trace():
     request.request_id = "req-500"
     response = render_exception(RuntimeError("secret detail"), request)
     assert response.status_code == 500
-    assert response.data == {
+    assert json.loads(response.content) == {
         "error": {
             "code": "internal_error",
             "message": "An unexpected error occurred; it has been logged.",
@@ -144,21 +146,28 @@ def test_unexpected_exception_renders_500_envelope_without_trace():
             "request_id": "req-500",
         }
     }
-    assert "secret detail" not in str(response.data)
+    assert b"secret detail" not in response.content
 
 
 def test_app_error_renders_code_status_detail_and_headers():
-    class TeapotError(AppError):
-        code = "teapot"
-        http_status = 418
+    class BusyError(AppError):
+        code = "dependency_unavailable"
 
     request = RequestFactory().get("/api/")
-    response = render_exception(TeapotError("short and stout", detail={"x": 1}, headers={"Retry-After": "3"}), request)
-    assert response.status_code == 418
-    assert response.data["error"]["code"] == "teapot"
-    assert response.data["error"]["message"] == "short and stout"
-    assert response.data["error"]["detail"] == {"x": 1}
+    response = render_exception(BusyError("short and stout", detail={"x": 1}, headers={"Retry-After": "3"}), request)
+    assert response.status_code == 503
+    body = json.loads(response.content)["error"]
+    assert body["code"] == "dependency_unavailable"
+    assert body["message"] == "short and stout"
+    assert body["detail"] == {"x": 1}
     assert response["Retry-After"] == "3"
+
+
+def test_an_error_class_with_an_unlisted_code_fails_at_definition():
+    with pytest.raises(TypeError, match="teapot"):
+
+        class TeapotError(AppError):
+            code = "teapot"
 
 
 def test_suspicious_operation_renders_400_bad_request_not_500():
@@ -166,8 +175,9 @@ def test_suspicious_operation_renders_400_bad_request_not_500():
     request.request_id = "req-400"
     response = render_exception(SuspiciousOperation("too many fields"), request)
     assert response.status_code == 400
-    assert response.data["error"]["code"] == "bad_request"
-    assert response.data["error"]["request_id"] == "req-400"
+    body = json.loads(response.content)["error"]
+    assert body["code"] == "bad_request"
+    assert body["request_id"] == "req-400"
 
 
 def test_django_server_error_view_answers_api_clients_with_json():

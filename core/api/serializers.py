@@ -1,10 +1,12 @@
-"""Serializer bases shared by the API."""
+"""Serializer bases shared by the API, and the error envelope as OpenAPI documents it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rest_framework import serializers
+
+from core.exceptions import ERROR_CODES
 
 
 class StrictInputSerializer(serializers.Serializer):
@@ -29,7 +31,9 @@ class StrictInputSerializer(serializers.Serializer):
 
 
 class ErrorBodySerializer(serializers.Serializer):
-    code = serializers.CharField(help_text="Stable snake_case error code.")
+    code = serializers.ChoiceField(
+        choices=[entry.code for entry in ERROR_CODES], help_text="Stable snake_case error code."
+    )
     message = serializers.CharField()
     detail = serializers.JSONField(allow_null=True, help_text="Structured detail: {field: [messages]} for validation.")
     request_id = serializers.CharField()

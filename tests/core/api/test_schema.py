@@ -148,3 +148,25 @@ def test_schema_documents_lists_as_pages(schema, path):
     assert ("page", "query") in parameters
     assert ("page_size", "query") in parameters
     assert len(parameters) == len(set(parameters))
+
+
+def test_error_envelope_code_is_an_enum_of_the_listed_codes(schema):
+    from core.exceptions import ERROR_CODES
+
+    body = _resolve(schema, schema["components"]["schemas"]["ErrorBody"])
+    code = body["properties"]["code"]
+    code = code["allOf"][0] if "allOf" in code else code  # drf-spectacular wraps an enum with a description
+    assert _resolve(schema, code)["enum"] == [entry.code for entry in ERROR_CODES]
+
+
+def test_documented_error_statuses_name_only_codes_of_that_status(schema):
+    from core.exceptions import CODES
+
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            for status, response in operation["responses"].items():
+                if not status.startswith(("4", "5")):
+                    continue
+                named = re.findall(r"(?:^|; )([a-z_]+):", response["description"])
+                assert named, f"{method} {path} {status} names no error code"
+                assert all(CODES[code].http_status == int(status) for code in named), (method, path, status)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 from django.db import DatabaseError
 
-from resilience.errors import AppError
+from core.exceptions import AppError, DependencyUnavailableError
 
 RETRY_AFTER_SECONDS = 5
 MAINTENANCE_MESSAGE = "The shop is in maintenance (read-only) mode; reading works, writing does not."
@@ -18,22 +18,19 @@ class ReadOnlyModeError(AppError, DatabaseError):
     """
 
     code = "read_only_mode"
-    http_status = 503
     message = "The shop is in read-only mode for a moment; reading works, writing does not. Retry shortly."
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-class DatabaseUnavailableError(AppError):
+class DatabaseUnavailableError(DependencyUnavailableError):
     """No database node could answer a read."""
 
-    code = "dependency_unavailable"
-    http_status = 503
     message = "The database is unavailable; try again shortly."
 
     def __init__(self) -> None:
-        super().__init__(headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        super().__init__(retry_after=RETRY_AFTER_SECONDS)
 
 
 class NodeDownError(psycopg.OperationalError):

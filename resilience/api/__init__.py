@@ -1,1 +1,0 @@
-"""HTTP API plumbing shared by every app: the error envelope and its single renderer."""

@@ -1,0 +1,6 @@
+from core.exceptions import AppError
+
+
+class IdempotencyKeyMismatchError(AppError):
+    code = "idempotency_key_mismatch"
+    message = "This Idempotency-Key was already used with a different request body."

@@ -1,1 +1,0 @@
-"""Observability: request ids, logging, metrics, tracing."""
