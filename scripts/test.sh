@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # `make test`: lint, start a throwaway stack (PostgreSQL primary + replica, Redis) on its own ports,
 # run the whole suite against it, and always take the stack down again. Extra arguments go to pytest.
+# BULWARK_TEST_STACK and BULWARK_TEST_PORT_BASE give a second concurrent run its own stack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-STACK=(--name test --port-base "${BULWARK_TEST_PORT_BASE:-63532}")
+STACK=(--name "${BULWARK_TEST_STACK:-test}" --port-base "${BULWARK_TEST_PORT_BASE:-63532}")
 
 "$PY" -m ruff check --quiet .
 "$PY" -m ruff format --check --quiet .
