@@ -213,6 +213,8 @@ SPECTACULAR_SETTINGS = {
 }
 
 SHOP_CURRENCY = "USD"
+# The gateway class, by dotted path (as EMAIL_BACKEND); built with the URL and timeouts below (shop/payments).
+SHOP_PAYMENT_GATEWAY = "shop.payments.gateways.http.HttpPaymentGateway"
 SHOP_PAYMENT_GATEWAY_URL = CONFIG.payment_gateway_url
 SHOP_PAYMENT_GATEWAY_TIMEOUTS = (CONFIG.payment_gateway["connect_timeout"], CONFIG.payment_gateway["read_timeout"])
 SHOP_PAYMENT_UNPAID_CANCEL_AFTER = CONFIG.payment_gateway["unpaid_cancel_after"]

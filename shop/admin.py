@@ -8,7 +8,8 @@ from shop.cart.models import Cart, CartItem
 from shop.catalog.models import Category, Product
 from shop.orders.exceptions import OrderNotCancellableError
 from shop.orders.models import Order, OrderItem
-from shop.orders.services import PaymentRetryReport, order_cancel, order_payments_retry
+from shop.orders.services import order_cancel
+from shop.payments.collection import PaymentRetryReport, payments_retry
 from shop.payments.models import Payment
 
 
@@ -104,13 +105,13 @@ def _report_retry(modeladmin: admin.ModelAdmin, request: HttpRequest, report: Pa
 
 @admin.action(description="Collect payment now (same key: never charged twice); cancel if unpaid too long")
 def retry_order_payments(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Order]) -> None:
-    report = order_payments_retry(order_ids=queryset.values_list("id", flat=True))
+    report = payments_retry(order_ids=queryset.values_list("id", flat=True))
     _report_retry(modeladmin, request, report)
 
 
 @admin.action(description="Collect these payments now (same key: never charged twice); cancel if unpaid too long")
 def retry_payments(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
-    report = order_payments_retry(order_ids=queryset.values_list("order_id", flat=True))
+    report = payments_retry(order_ids=queryset.values_list("order_id", flat=True))
     _report_retry(modeladmin, request, report)
 
 

@@ -1,21 +1,13 @@
-"""Orders API. Checkout places the order in one transaction, then -- after the commit, outside any
-transaction -- collects the payment from the gateway, and answers with the order as it stands then: ``paid``,
-``payment_failed`` (declined; stock returned) or ``pending_payment`` (gateway down, hanging or not configured:
-collected later, never charged twice); ``payment.status`` and ``payment.message`` say which. With an
-Idempotency-Key the stored replay is that final response (see resilience/idempotency/services.py).
+"""Orders API: validate -> service -> serialize. Checkout is :func:`shop.orders.checkout.order_checkout`; the
+order's ``payment.status`` and ``payment.message`` say whether it was paid, declined or is collected later.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from typing import Any
 
-from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
-from django.db import DatabaseError
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,13 +16,11 @@ from core.api.pagination import StrictPageNumberPagination
 from core.api.schema import error_responses
 from core.api.serializers import StrictInputSerializer
 from core.exceptions import FieldValidationError
-from resilience.idempotency.services import idempotent_call
+from shop.orders.checkout import order_checkout
 from shop.orders.models import Order, OrderItem
 from shop.orders.selectors import order_get, order_list
-from shop.orders.services import order_cancel, order_payment_collect, order_place
+from shop.orders.services import order_cancel
 from shop.payments.models import PaymentStatus
-
-logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _SANE_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, 1..255
@@ -130,51 +120,20 @@ class OrderListCreateApi(APIView):
         summary="Check out the cart",
     )
     def post(self, request: Request) -> Response:
-        body = request.data
         key = request.headers.get(IDEMPOTENCY_HEADER)
-
-        def place() -> tuple[int, dict]:
-            OrderCheckoutInputSerializer(data=body).is_valid(raise_exception=True)
-            return status.HTTP_201_CREATED, OrderOutputSerializer(order_place(user=request.user)).data
-
-        def collect(http_status: int, placed: dict) -> tuple[int, Any]:
-            return http_status, _collect_payment(user=request.user, placed=placed)
-
-        if key is None:
-            http_status, data = collect(*place())
-            return Response(data, status=http_status)
-        if not _SANE_KEY.match(key):
+        if key is not None and not _SANE_KEY.match(key):
             raise FieldValidationError({IDEMPOTENCY_HEADER: ["Use 1 to 255 visible ASCII characters."]})
-        # The key is checked before the body: a used key with another body is a 422 even if that body is invalid.
-        result = idempotent_call(
+        result = order_checkout(
             user=request.user,
-            scope="orders.create",
-            key=key,
-            request_body=body,
-            handler=place,
-            finish=collect,
-            finish_wait=sum(settings.SHOP_PAYMENT_GATEWAY_TIMEOUTS) + 5,
+            request_body=request.data,
+            idempotency_key=key,
+            validate=lambda body: OrderCheckoutInputSerializer(data=body).is_valid(raise_exception=True),
+            present=lambda order: OrderOutputSerializer(order).data,
         )
         response = Response(result.body, status=result.status)
         if result.replayed:
             response["Idempotent-Replayed"] = "true"
         return response
-
-
-def _collect_payment(*, user: AbstractBaseUser, placed: dict) -> Any:
-    """After the order committed: charge it, then the order as it stands (``placed`` if the database fails now)."""
-    try:
-        order_payment_collect(order_id=placed["id"])
-        return OrderOutputSerializer(order_get(user=user, order_id=placed["id"])).data
-    except DatabaseError as exc:
-        # The order is committed and its payment stays collectable (same key): answer with the order as placed.
-        logger.warning(
-            "order %s placed; recording its payment failed: %s",
-            placed["id"],
-            exc,
-            extra={"event": "checkout_payment_record_failed", "order": placed["id"]},
-        )
-        return placed
 
 
 class OrderDetailApi(APIView):

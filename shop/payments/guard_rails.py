@@ -16,7 +16,7 @@ from django.utils import timezone
 from resilience.breakers.breaker import CircuitBreaker, Forced
 from resilience.breakers.registry import breaker_config
 from shop.orders.models import Order, OrderStatus
-from shop.payments.gateways import GatewayUnavailableError
+from shop.payments.exceptions import GatewayUnavailableError
 from shop.payments.gateways.http import BREAKER, HttpPaymentGateway
 from shop.payments.models import Payment
 from shop.payments.services import payment_charge

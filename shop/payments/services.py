@@ -15,13 +15,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from shop.orders.models import Order
-from shop.payments.gateways import (
-    ChargeResult,
-    GatewayRequestRefusedError,
-    GatewayUnavailableError,
-    PaymentGateway,
-    gateway_get,
-)
+from shop.payments.exceptions import GatewayRequestRefusedError, GatewayUnavailableError
+from shop.payments.gateways import gateway_get
+from shop.payments.gateways.base import ChargeResult, PaymentGateway
 from shop.payments.models import Payment, PaymentStatus
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from resilience.breakers.registry import breaker_get, reset_breakers
 from resilience.controls.models import OperatorControl
 from resilience.guard_rails import guard_rail_register
 from shop.orders.models import Order
-from shop.payments.gateways.base import gateway_reset
+from shop.payments.gateways import gateway_reset
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from resilience.config.reader import format_duration
 from resilience.controls.services import controls_load
 from shop.orders.models import Order, OrderStatus
-from shop.orders.services import order_payments_retry
+from shop.payments.collection import payments_retry
 
 
 class Command(BaseCommand):
@@ -51,7 +51,7 @@ class Command(BaseCommand):
                 if options["verbosity"] >= 2:
                     bar.write(f"order {order_id}: {status}", file=sys.stderr)
 
-            report = order_payments_retry(order_ids=options["orders"], progress=progress)
+            report = payments_retry(order_ids=options["orders"], progress=progress)
         summary = (
             f"{len(report.paid)} paid, {len(report.payment_failed)} declined (payment_failed, stock returned), "
             f"{len(report.still_pending)} still pending, {len(report.cancelled)} cancelled as unpaid too long."

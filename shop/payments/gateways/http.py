@@ -15,13 +15,8 @@ from resilience.breakers.breaker import CircuitBreaker
 from resilience.breakers.exceptions import ExternalCircuitOpen, ExternalClientError, ExternalServiceUnavailable
 from resilience.breakers.http import GuardedHttpClient, HttpResult
 from resilience.breakers.registry import breaker_get
-from shop.payments.gateways.base import (
-    ChargeOutcome,
-    ChargeResult,
-    GatewayRequestRefusedError,
-    GatewayUnavailableError,
-    PaymentGateway,
-)
+from shop.payments.exceptions import GatewayRequestRefusedError, GatewayUnavailableError
+from shop.payments.gateways.base import ChargeOutcome, ChargeResult, PaymentGateway
 
 BREAKER = "payment_gateway"
 IDEMPOTENCY_HEADER = "Idempotency-Key"

@@ -6,7 +6,7 @@ import pytest
 
 from devstack.fake_gateway import FakeGateway
 from resilience.breakers.registry import reset_breakers
-from shop.payments.gateways.base import gateway_reset
+from shop.payments.gateways import gateway_reset
 
 CONNECT_TIMEOUT, READ_TIMEOUT = 1.0, 0.5
 BREAKER_FAILURES = 3

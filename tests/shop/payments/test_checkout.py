@@ -15,7 +15,7 @@ from resilience.idempotency.models import IdempotencyRecord
 from shop.cart.services import cart_add_item
 from shop.catalog.models import Product
 from shop.orders.models import Order
-from shop.payments.gateways.base import gateway_reset
+from shop.payments.gateways import gateway_reset
 from shop.payments.models import Payment
 from tests.conftest import client_for
 from tests.factories import ProductFactory, UserFactory
@@ -126,7 +126,7 @@ def test_database_failing_after_the_order_committed_answers_the_order_as_placed(
     def broken(*, order_id: int) -> str:
         raise DatabaseError("primary went away")
 
-    monkeypatch.setattr("shop.orders.apis.order_payment_collect", broken)
+    monkeypatch.setattr("shop.orders.checkout.payment_collect", broken)
     _fill_cart(user)
     response = _checkout(auth_client, key="db-gone")
     assert response.status_code == 201

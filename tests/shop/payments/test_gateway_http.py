@@ -9,8 +9,9 @@ import pytest
 
 from resilience.breakers.breaker import State
 from resilience.breakers.registry import breaker_get
-from shop.payments.gateways import ChargeOutcome, GatewayUnavailableError, gateway_get
-from shop.payments.gateways.base import gateway_reset
+from shop.payments.exceptions import GatewayUnavailableError
+from shop.payments.gateways import gateway_get, gateway_reset
+from shop.payments.gateways.base import ChargeOutcome
 from shop.payments.gateways.http import HttpPaymentGateway
 from tests.shop.payments.conftest import BREAKER_FAILURES, READ_TIMEOUT
 

@@ -18,8 +18,9 @@ from resilience.breakers.registry import breaker_get
 from shop.cart.services import cart_add_item
 from shop.catalog.models import Product
 from shop.orders.models import Order, OrderStatus
-from shop.orders.services import order_cancel, order_payment_collect, order_payments_retry, order_place
-from shop.payments.gateways.base import gateway_reset
+from shop.orders.services import order_cancel, order_place
+from shop.payments.collection import payment_collect, payments_retry
+from shop.payments.gateways import gateway_reset
 from shop.payments.models import Payment, PaymentStatus
 from tests.factories import ProductFactory, UserFactory
 from tests.shop.payments.conftest import BREAKER_FAILURES
@@ -47,17 +48,17 @@ def test_pending_orders_are_paid_once_the_gateway_is_back_and_never_twice(gatewa
     gateway.set_mode("fail")
     orders = [_place()[0] for _ in range(4)]
     for order in orders:
-        assert order_payment_collect(order_id=order.pk) == OrderStatus.PENDING_PAYMENT
+        assert payment_collect(order_id=order.pk) == OrderStatus.PENDING_PAYMENT
     assert breaker_get("payment_gateway").state is State.OPEN
     gateway.set_mode("succeed")
     breaker_get("payment_gateway")._opened_at -= 30  # the reset timeout has passed: the next call is the trial
 
-    report = order_payments_retry()
+    report = payments_retry()
 
     assert sorted(report.paid) == sorted(o.pk for o in orders)
     assert {_status(o) for o in orders} == {OrderStatus.PAID}
     assert gateway.charge_count() == 4
-    again = order_payments_retry()
+    again = payments_retry()
     assert again.paid == again.still_pending == []
     assert gateway.charge_count() == 4
     references = sorted(charge["reference"] for charge in gateway.charges())
@@ -69,7 +70,7 @@ def test_a_charge_that_went_through_unrecorded_is_not_charged_again(gateway):
     same key, the gateway answers with that charge, and the order is paid with one charge."""
     gateway.set_mode("hang")
     order, _ = _place()
-    assert order_payment_collect(order_id=order.pk) == OrderStatus.PENDING_PAYMENT
+    assert payment_collect(order_id=order.pk) == OrderStatus.PENDING_PAYMENT
     gateway.set_mode("succeed")  # releases the hung request, which now charges
     payment = Payment.objects.get(order=order)
     for _ in range(50):
@@ -78,7 +79,7 @@ def test_a_charge_that_went_through_unrecorded_is_not_charged_again(gateway):
         time.sleep(0.05)
     assert gateway.charge_count() == 1
 
-    report = order_payments_retry()
+    report = payments_retry()
 
     assert report.paid == [order.pk]
     assert gateway.charge_count() == 1
@@ -90,9 +91,9 @@ def test_a_charge_that_went_through_unrecorded_is_not_charged_again(gateway):
 def test_declined_on_retry_fails_the_order_and_returns_stock(gateway):
     gateway.set_mode("fail")
     order, product = _place(quantity=3)
-    order_payment_collect(order_id=order.pk)
+    payment_collect(order_id=order.pk)
     gateway.set_mode("decline")
-    report = order_payments_retry()
+    report = payments_retry()
     assert report.payment_failed == [order.pk]
     product.refresh_from_db()
     assert product.stock == 10
@@ -101,7 +102,7 @@ def test_declined_on_retry_fails_the_order_and_returns_stock(gateway):
 def test_while_the_breaker_is_open_retry_skips_without_counting_attempts(gateway):
     gateway.set_mode("fail")
     orders = [_place()[0] for _ in range(BREAKER_FAILURES + 2)]
-    report = order_payments_retry()
+    report = payments_retry()
     assert sorted(report.still_pending) == sorted(o.pk for o in orders)
     attempts = sorted(Payment.objects.values_list("attempts", flat=True))
     assert attempts == [0, 0] + [1] * BREAKER_FAILURES
@@ -112,13 +113,13 @@ def test_unpaid_too_long_is_cancelled_and_restocked(gateway, settings):
     old, old_product = _place(quantity=4)
     recent, _ = _place()
     gateway.set_mode("fail")
-    order_payment_collect(order_id=old.pk)
-    order_payment_collect(order_id=recent.pk)
+    payment_collect(order_id=old.pk)
+    payment_collect(order_id=recent.pk)
     gateway.set_mode("succeed")
     breaker_get("payment_gateway")._opened_at -= 30
     _age(old, 25)
 
-    report = order_payments_retry()
+    report = payments_retry()
 
     assert report.cancelled == [old.pk] and report.paid == [recent.pk]
     old_product.refresh_from_db()
@@ -132,7 +133,7 @@ def test_unpaid_too_long_but_charged_at_the_gateway_is_paid_not_cancelled(gatewa
     payment = Payment.objects.get(order=order)
     gateway.charge(payment.idempotency_key, {"amount": "3.00", "currency": "USD", "reference": f"order-{order.pk}"})
     _age(order, 48)
-    report = order_payments_retry()
+    report = payments_retry()
     assert report.paid == [order.pk]
     assert gateway.charge_count() == 1
 
@@ -141,7 +142,7 @@ def test_unpaid_too_long_is_kept_while_the_gateway_cannot_tell(gateway):
     order, _ = _place()
     _age(order, 48)
     gateway.set_mode("fail")
-    report = order_payments_retry()
+    report = payments_retry()
     assert report.still_pending == [order.pk]
     assert _status(order) == OrderStatus.PENDING_PAYMENT
 
@@ -152,14 +153,14 @@ def test_without_a_gateway_only_unpaid_too_long_orders_are_cancelled(settings):
     old, _ = _place()
     recent, _ = _place()
     _age(old, 25)
-    report = order_payments_retry(cancel_after=timedelta(hours=24))
+    report = payments_retry(cancel_after=timedelta(hours=24))
     assert report.cancelled == [old.pk] and report.still_pending == [recent.pk]
 
 
 def test_command_reports_progress_and_summary(gateway, capsys):
     gateway.set_mode("fail")
     order, _ = _place()
-    order_payment_collect(order_id=order.pk)
+    payment_collect(order_id=order.pk)
     gateway.set_mode("succeed")
     out = StringIO()
     call_command("retry_payments", stdout=out)
@@ -186,7 +187,7 @@ def test_admin_actions_collect_selected_orders_and_payments(gateway, client):
     first, _ = _place()
     second, _ = _place()
     for order in (first, second):
-        order_payment_collect(order_id=order.pk)
+        payment_collect(order_id=order.pk)
     gateway.set_mode("succeed")
     response = client.post(
         reverse("admin:shop_order_changelist"),
@@ -210,7 +211,7 @@ def test_cancelled_during_an_outage_but_charged_late_is_reported_for_refund_once
     """The gateway hung; the customer cancelled the pending order; the gateway then charged it anyway."""
     gateway.set_mode("hang")
     order, product = _place()
-    assert order_payment_collect(order_id=order.pk) == OrderStatus.PENDING_PAYMENT
+    assert payment_collect(order_id=order.pk) == OrderStatus.PENDING_PAYMENT
     order_cancel(user=order.user, order_id=order.pk)
     gateway.set_mode("succeed")  # the hung request goes through now
     for _ in range(50):
@@ -218,14 +219,14 @@ def test_cancelled_during_an_outage_but_charged_late_is_reported_for_refund_once
             break
         time.sleep(0.05)
 
-    report = order_payments_retry()
+    report = payments_retry()
 
     assert report.refund_needed == [order.pk]
     assert _status(order) == OrderStatus.CANCELLED
     payment = Payment.objects.get(order=order)
     assert payment.gateway_reference == gateway.charges()[0]["id"] and "refund" in payment.last_error
     assert any(getattr(r, "event", None) == "payment_charged_after_cancel" for r in caplog.records)
-    assert order_payments_retry().refund_needed == []  # reported once
+    assert payments_retry().refund_needed == []  # reported once
     product.refresh_from_db()
     assert product.stock == 10
 
@@ -233,11 +234,11 @@ def test_cancelled_during_an_outage_but_charged_late_is_reported_for_refund_once
 def test_cancelled_during_an_outage_and_not_charged_is_checked_once(gateway):
     gateway.set_mode("fail")
     order, _ = _place()
-    order_payment_collect(order_id=order.pk)
+    payment_collect(order_id=order.pk)
     order_cancel(user=order.user, order_id=order.pk)
     gateway.set_mode("succeed")
-    assert order_payments_retry().refund_needed == []
+    assert payments_retry().refund_needed == []
     assert Payment.objects.get(order=order).reconciled_at is not None
     calls = gateway.calls()
-    order_payments_retry()
+    payments_retry()
     assert gateway.calls() == calls
