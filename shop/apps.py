@@ -7,7 +7,8 @@ class ShopConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from resilience.guard_rails import guard_rail_register
-        from shop.payments.guard_rails import check_payments
+        from shop.payments import checks as payment_checks
+        from shop.payments import guard_rails as payment_guard_rails
 
-        guard_rail_register("Payments: gateway down -> orders kept pending_payment", check_payments)
+        payment_checks.register()
+        payment_guard_rails.register()

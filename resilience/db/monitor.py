@@ -53,6 +53,10 @@ class NodeMonitor:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=PROBE_DEADLINE_SECONDS + 5)
+        self.close()
+
+    def close(self) -> None:
+        """Close the probe connections (a monitor used for one ``probe_all`` without its thread)."""
         for alias in list(self._connections):
             self._drop(alias)
 

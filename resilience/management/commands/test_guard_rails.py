@@ -1,15 +1,14 @@
 """Exercise every breaker and fallback against the running configuration, safely; print a ✅/❌ report.
 
 The seed's ``test-guard-rails.js`` for Bulwark. Nothing here changes production state or charges anything:
-see :mod:`resilience.guard_rails`. Exit 0 when every guard rail works, 1 when one does not.
+see :mod:`resilience.guard_rails`. Exit 0 when every guard rail works, 1 (a CommandError) when one does not.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from resilience.controls.services import controls_load
 from resilience.guard_rails import guard_rails
@@ -38,8 +37,7 @@ class Command(BaseCommand):
                 failed += level == "fail"
                 passed += level == "ok"
                 warned += level == "warn"
-        summary = f"\n{passed} passed, {failed} failed, {warned} warning(s)."
+        summary = f"{passed} passed, {failed} failed, {warned} warning(s)."
         if failed:
-            self.stdout.write(self.style.ERROR(summary + " Some guard rails do not work."))
-            sys.exit(1)
-        self.stdout.write(self.style.SUCCESS(summary + " Every guard rail works."))
+            raise CommandError(f"{summary} Some guard rails do not work: see the ❌ lines above.")
+        self.stdout.write(self.style.SUCCESS(f"\n{summary} Every guard rail works."))
