@@ -27,8 +27,12 @@ The clusters run with ``fsync=off``, ``synchronous_commit=off`` and ``full_page_
 traded for speed. Fine for throwaway dev/test data (and for the kill/hang crash tests, which do not lose
 page cache); never point anything valuable at it.
 
-Modules: :mod:`devstack.stack` (orchestration), :mod:`devstack.postgres`, :mod:`devstack.redis`,
-:mod:`devstack.procs` (run-as-postgres, /proc, signals, ports), :mod:`devstack.__main__` (CLI).
+Modules: :mod:`devstack.stack` (orchestration: the :class:`Stack` class -- up, down, start, stop, restart,
+status, env, wait_streaming, psql), :mod:`devstack.faults` (fault injection: kill, hang, resume, promote,
+apply delay; inherited by ``Stack``), :mod:`devstack.state` (identity, run dir, ``state.json``, the per-stack
+lock, ports; the base of both), :mod:`devstack.postgres` (one PostgreSQL node, the initdb template),
+:mod:`devstack.redis`, :mod:`devstack.procs` (run-as-postgres, /proc, signals, ports), :mod:`devstack.__main__`
+(CLI), :mod:`devstack.fake_gateway` (a fake payment gateway for tests).
 """
 
 from .procs import DevstackError

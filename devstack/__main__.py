@@ -1,6 +1,7 @@
 """Command line for devstack (``python -m devstack ...``): argument parsing and output only.
 
-All the work happens in :class:`devstack.stack.Stack`. Progress notes go to stderr; machine-readable output
+All the work happens in :class:`devstack.stack.Stack` (``kill``, ``hang``, ``resume``, ``promote`` and
+``delay`` in :mod:`devstack.faults`, which it inherits). Progress notes go to stderr; machine-readable output
 (``env`` lines, also printed by ``up``; ``status``) goes to stdout, so ``eval "$(python -m devstack up)"``
 works. A :class:`~devstack.procs.DevstackError` is printed as one paragraph, without a traceback, with exit
 status 1. ``status`` exits 1 when any node is down.
@@ -13,7 +14,8 @@ import json
 import sys
 
 from .procs import DevstackError
-from .stack import DEFAULT_NAME, DEFAULT_PORT_BASE, NODES, Stack
+from .stack import Stack
+from .state import DEFAULT_NAME, DEFAULT_PORT_BASE, NODES
 
 NODE_COMMANDS = {
     "kill": "SIGKILL the node's postmaster / redis-server (a real crash)",

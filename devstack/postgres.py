@@ -7,7 +7,7 @@
   runs can never leave a half-built template behind. Copying it (``cp -a``) is much faster than ``initdb``.
 * :class:`PgNode` is one PostgreSQL instance (data dir, own unix socket dir, log file). It knows how to be
   created (template copy or ``pg_basebackup``), configured, started, stopped, promoted and queried. It does
-  not know about the other nodes: :mod:`devstack.stack` wires them together.
+  not know about the other nodes: :mod:`devstack.stack` and :mod:`devstack.faults` wire them together.
 
 All files PostgreSQL touches live under the system temp dir, owned by the user PostgreSQL runs as (see
 :func:`devstack.procs.pg_identity`), never inside the checkout -- the postgres user may not be able to read it.

@@ -29,35 +29,42 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import random
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import requests
 
 from bench.failover import report
+from bench.harness import (
+    ROOT,
+    Gunicorn,
+    add_common_args,
+    announce_code,
+    args_meta,
+    bench_stack,
+    free_port,
+    fresh_stack,
+    load_average,
+    manage,
+    publish_report,
+    results_dir,
+    say,
+    server_env,
+    sigterm_as_interrupt,
+    teardown,
+)
 from devstack import DevstackError, Stack
 
-ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "bench" / "results"
 DOCS_PLOT = ROOT / "docs" / "bench" / "failover_latency.png"
 MODES = ("resilient", "naive")
-HOST = "127.0.0.1"
-START_TIMEOUT = 45.0
 CLIENT_TIMEOUT = 10.0  # a request without an answer by then counts as a timeout
 MAX_REQUESTS_PER_MODE = 20_000  # a hard cap on top of the time bound
 PASSWORD = "bench failover horse staple"  # noqa: S105 - throwaway users on a throwaway stack
@@ -115,24 +122,9 @@ def schedule(seconds: float, promote: bool = True) -> list[Phase]:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 def app_env(stack_env: dict[str, str], mode: str, port: int) -> dict[str, str]:
-    """The environment gunicorn and manage.py run with: only what this benchmark sets, plus PATH and the like."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_", "DB_", "REDIS_", "JWT_", "SECRET_KEY", "DJANGO_", "RATELIMIT", "OTEL_"))
-    }
-    env.update(
-        DJANGO_ENV="development",
-        DOTENV_FILE="none",
-        DEBUG="false",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
+    """The environment gunicorn and manage.py run with (:func:`bench.harness.server_env`) for ``mode``."""
+    return server_env(
         SECRET_KEY=secrets.token_urlsafe(48),
         JWT_SECRET=secrets.token_urlsafe(48),
         DATABASE_URL=stack_env["DATABASE_URL_MULTIHOST"],
@@ -146,56 +138,6 @@ def app_env(stack_env: dict[str, str], mode: str, port: int) -> dict[str, str]:
         PORT=str(port),
         LOG_LEVEL="INFO",
     )
-    env.pop("LOG_DIR", None)
-    return env
-
-
-def manage(*args: str, env: dict[str, str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    if done.returncode:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-
-
-class Gunicorn:
-    """gunicorn serving Bulwark on a free loopback port, in its own session (so Ctrl-C reaches us only)."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.url = f"http://{HOST}:{env['PORT']}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "settings.wsgi"],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.log_path}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{self.url}/health/live", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"gunicorn did not answer within {START_TIMEOUT:.0f} s; see {self.log_path}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._log.close()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -349,20 +291,10 @@ class ModeResult:
     loadavg: dict[str, list[float]]  # the machine's 1/5/15-min load before and after the schedule
 
 
-def say(msg: str) -> None:
-    print(f"[bench] {time.strftime('%H:%M:%S')} {msg}", flush=True)
-
-
-def fresh_stack(stack: Stack) -> dict[str, str]:
-    stack.down()
-    return stack.up()
-
-
 def run_mode(
     mode: str, stack: Stack, args: argparse.Namespace, out: Path, cleanup: list[Callable[[], None]]
 ) -> ModeResult:
-    say(f"{mode}: building a fresh stack '{stack.name}' (port base {stack.port_base})")
-    stack_env = fresh_stack(stack)
+    stack_env = fresh_stack(stack, f"{mode}: ")
     env = app_env(stack_env, mode, free_port())
     migrate_env = {**env, "DATABASE_URL": stack_env["DATABASE_URL"]}
     say(f"{mode}: migrate + seed_demo")
@@ -370,11 +302,7 @@ def run_mode(
     manage("seed_demo", "-v", "0", env=migrate_env)
     stack.wait_streaming()
     log_path = out / f"gunicorn-{mode}.log"
-    code = git_state()
-    say(
-        f"{mode}: measuring commit {code['commit'][:10]}"
-        + (f" + uncommitted changes to {', '.join(code['changed_files'])}" if code["changed_files"] else "")
-    )
+    code = announce_code(f"{mode}: ")
     server = Gunicorn(env, log_path)
     cleanup.append(server.stop)
     server.wait_ready()
@@ -420,7 +348,7 @@ def run_mode(
             thread.join(timeout=CLIENT_TIMEOUT + 5)
 
     cleanup.append(stop_load)
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     for thread in threads:
         thread.start()
     time.sleep(max(0.0, load.t0 - time.monotonic()))  # warm-up: connections opened, not reported
@@ -444,7 +372,7 @@ def run_mode(
     if spans:
         spans[-1]["end"] = round(time.monotonic() - load.t0, 3)
     load.phase = "done"
-    load_after = [round(x, 2) for x in os.getloadavg()]
+    load_after = load_average()
     stop_load()
     cleanup.remove(stop_load)
     server.stop()
@@ -474,11 +402,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=6, help="registered users (%(default)s)")
     p.add_argument("--seed", type=int, default=1, help="random seed of the request mix (%(default)s)")
     p.add_argument("--no-promote", action="store_true", help="leave out the kill-primary-and-promote phase")
-    p.add_argument("--name", default="bench-failover", help="devstack stack name (%(default)s)")
-    p.add_argument("--port-base", type=int, default=61000, help="devstack port base (%(default)s)")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results/failover-<time>)")
-    p.add_argument("--publish", action="store_true", help=f"also write the plot to {DOCS_PLOT.relative_to(ROOT)}")
-    p.add_argument("--report", type=Path, metavar="DIR", help="only re-render the report of an earlier run's folder")
+    add_common_args(p, name="bench-failover", port_base=61000, prefix="failover", docs_plot=DOCS_PLOT)
     args = p.parse_args(argv)
     if not 1 <= args.threads <= 32 or not 0 < args.rate <= 500 or not 1 <= args.phase_seconds <= 60:
         p.error("keep it bounded: 1-32 threads, rate 0-500/s, 1-60 s per phase")
@@ -489,21 +413,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def git_state() -> dict[str, Any]:
-    """The commit measured, and whether (and how) the work tree differed from it."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
-        return done.stdout if done.returncode == 0 else ""
-
-    diff = git("diff", "HEAD", "--", "resilience", "shop", "settings")
-    return {
-        "commit": git("rev-parse", "HEAD").strip(),
-        "changed_files": git("diff", "HEAD", "--name-only", "--", "resilience", "shop", "settings").split(),
-        "diff_sha1": hashlib.sha1(diff.encode(), usedforsecurity=False).hexdigest() if diff else "",
-    }
-
-
 def save(out: Path, results: list[ModeResult], args: argparse.Namespace) -> None:
     with (out / "requests.jsonl").open("w") as f:
         for result in results:
@@ -511,7 +420,7 @@ def save(out: Path, results: list[ModeResult], args: argparse.Namespace) -> None
                 f.write(json.dumps(asdict(record)) + "\n")
     meta = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": args_meta(args),
         "client_timeout": CLIENT_TIMEOUT,
         "cpus": os.cpu_count(),
         "modes": {
@@ -528,26 +437,6 @@ def save(out: Path, results: list[ModeResult], args: argparse.Namespace) -> None
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def publish_report(
-    out: Path, text: str, markdown: str, plot: Callable[[Path], Path], docs_plot: Path, publish: bool
-) -> None:
-    """Write the tables next to the raw results, draw the plot, and with ``publish`` copy it under docs/."""
-    (out / "report.txt").write_text(text + "\n")
-    (out / "report.md").write_text(markdown + "\n")
-    print(text)
-    try:
-        png = plot(out / docs_plot.name)
-    except ImportError:
-        say("matplotlib is not installed (pip install -r requirements-dev.txt): no plot")
-        return
-    say(f"plot: {png}")
-    if publish:
-        docs_plot.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(png, docs_plot)
-        say(f"plot published to {docs_plot.relative_to(ROOT)}")
-    say(f"tables: {out / 'report.txt'} and {out / 'report.md'}")
-
-
 def render(out: Path, publish: bool) -> None:
     runs = report.load(out)
     publish_report(
@@ -560,76 +449,14 @@ def render(out: Path, publish: bool) -> None:
     )
 
 
-def teardown(cleanup: list[Callable[[], None]], stack: Stack) -> None:
-    """Undo every step and take the stack down; a second Ctrl-C cannot interrupt it (each step is time-bounded)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        for undo in reversed(cleanup):
-            try:
-                undo()
-            except Exception as exc:  # noqa: BLE001 - keep cleaning up whatever failed
-                say(f"cleanup step failed: {exc}")
-        try:
-            stack.down()
-        except DevstackError as exc:
-            say(f"could not take the stack down: {exc}; run `python -m devstack --name {stack.name} down`")
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def run_bench(
-    args: argparse.Namespace,
-    prefix: str,
-    measure: Callable[[argparse.Namespace, Stack, Path, list[Callable[[], None]]], None],
-    render_run: Callable[[Path, bool], None],
-) -> int:
-    """A benchmark's main: ``--report`` re-renders; otherwise measure on its own stack, always torn down."""
-    if args.report:
-        render_run(args.report, args.publish)
-        return 0
-    out = args.out or RESULTS / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    stack = Stack(name=args.name, port_base=args.port_base, echo=lambda m: say(f"devstack: {m}"))
-    cleanup: list[Callable[[], None]] = []
-    started = time.monotonic()
-    interrupted = False
-    try:
-        with sigterm_as_interrupt():
-            measure(args, stack, out, cleanup)
-    except KeyboardInterrupt:
-        say("interrupted; cleaning up")
-        interrupted = True
-    finally:
-        teardown(cleanup, stack)
-    if interrupted:
-        return 130
-    say(f"done in {time.monotonic() - started:.0f} s; raw results in {out}")
-    render_run(out, args.publish)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
+    """:func:`bench.harness.run_bench`, per mode: the modes done before an interrupt are saved (``--report``)."""
     args = parse_args(argv)
     if args.report:
         render(args.report, args.publish)
         return 0
-    out = args.out or RESULTS / f"failover-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    stack = Stack(name=args.name, port_base=args.port_base, echo=lambda m: say(f"devstack: {m}"))
+    out = results_dir(args, "failover")
+    stack = bench_stack(args)
     cleanup: list[Callable[[], None]] = []
     results: list[ModeResult] = []
     started = time.monotonic()

@@ -49,12 +49,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.failover.run import git_state, publish_report, run_bench, say
+from bench.harness import (
+    ROOT,
+    add_common_args,
+    announce_code,
+    args_meta,
+    fresh_stack,
+    load_average,
+    publish_report,
+    run_bench,
+    say,
+)
 from bench.jwt import report
 from devstack import Stack
 
-ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "bench" / "results"
 DOCS_PLOT = ROOT / "docs" / "bench" / "jwt_keys.png"
 RINGS = (("HS256", 1), ("HS256", 5), ("EdDSA", 1), ("EdDSA", 5))
 PATHS = ("pyjwt", "backend", "access_decode")
@@ -335,9 +343,7 @@ def machine() -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Callable[[], None]]) -> dict[str, Any]:
-    say(f"building a fresh stack '{stack.name}' (port base {stack.port_base})")
-    stack.down()
-    env = app_env(stack.up())
+    env = app_env(fresh_stack(stack))
     say("django setup + migrate")
     django_setup(env)
     logging.getLogger("resilience.auth").setLevel(logging.ERROR)  # no line per rotation of the ring builds
@@ -347,11 +353,7 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
     from resilience.db.context import RoutingState, routing
 
     cleanup.append(connections.close_all)  # before the stack goes down
-    code = git_state()
-    say(
-        f"measuring commit {code['commit'][:10]}"
-        + (f" + uncommitted changes to {', '.join(code['changed_files'])}" if code["changed_files"] else "")
-    )
+    code = announce_code()
     # Run everything as inside a request (the routing middleware's state), as a worker refreshes its ring.
     with routing(RoutingState()):
         user = get_user_model().objects.create_user(username="bench-jwt", email="bench-jwt@example.com", password=None)
@@ -366,7 +368,7 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
 
         samples: dict[str, list[list[int]]] = {}
         order: list[list[str]] = []
-        load_before = [round(x, 2) for x in os.getloadavg()]
+        load_before = load_average()
         started = time.monotonic()
         for round_no in range(args.rounds):
             names = [f"{alg}/{keys}" for alg, keys in ring_order(round_no)]
@@ -378,7 +380,7 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
             for series, values in timings.items():
                 samples.setdefault(series, []).append(values)
             say(f"round {round_no + 1}/{args.rounds} ({', '.join(names)}) in {time.monotonic() - started:.0f} s")
-    load_after = [round(x, 2) for x in os.getloadavg()]
+    load_after = load_average()
     measured_seconds = round(time.monotonic() - started, 1)
     connections.close_all()
     cleanup.remove(connections.close_all)
@@ -388,7 +390,7 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
         json.dump(samples, f)
     meta = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": args_meta(args),
         "rings": {
             name: {"algorithm": r.algorithm, "keys": r.keys, "kids": r.kids, "entries": r.entries}
             for name, r in rings.items()
@@ -419,11 +421,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--blocks", type=int, default=4, help="blocks per ring per round, the rings in turn (%(default)s)")
     p.add_argument("--refreshes", type=int, default=100, help="steady ring refreshes per ring per round (%(default)s)")
     p.add_argument("--cold", type=int, default=12, help="cold ring refreshes per ring per round (%(default)s)")
-    p.add_argument("--name", default="bench-jwt", help="devstack stack name (%(default)s)")
-    p.add_argument("--port-base", type=int, default=61200, help="devstack port base (%(default)s)")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results/jwt-<time>)")
-    p.add_argument("--publish", action="store_true", help=f"also write the plot to {DOCS_PLOT.relative_to(ROOT)}")
-    p.add_argument("--report", type=Path, metavar="DIR", help="only re-render the report of an earlier run's folder")
+    add_common_args(p, name="bench-jwt", port_base=61200, prefix="jwt", docs_plot=DOCS_PLOT)
     args = p.parse_args(argv)
     if not (
         1 <= args.rounds <= 50

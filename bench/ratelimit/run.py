@@ -40,20 +40,24 @@ from typing import Any
 
 import requests
 
-from bench.failover.run import (
+from bench.harness import (
+    ROOT,
     Gunicorn,
+    add_common_args,
+    announce_code,
+    args_meta,
     free_port,
-    git_state,
+    fresh_stack,
+    load_average,
     manage,
     publish_report,
     run_bench,
     say,
+    server_env,
 )
 from bench.ratelimit import report
 from devstack import Stack
 
-ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "bench" / "results"
 DOCS_PLOT = ROOT / "docs" / "bench" / "ratelimit_cost.png"
 MODES = ("redis", "memory", "off")
 WORKERS = 2
@@ -90,16 +94,8 @@ class Record:
 
 
 def app_env(stack_env: dict[str, str], port: int, limits: bool) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_", "DB_", "REDIS_", "JWT_", "SECRET_KEY", "DJANGO_", "RATELIMIT", "OTEL_"))
-    }
-    env.update(
-        DJANGO_ENV="development",
-        DOTENV_FILE="none",
-        DEBUG="false",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
+    """A server's environment (:func:`bench.harness.server_env`): limits on (counted, never refused) or off."""
+    return server_env(
         SECRET_KEY=stack_env["_SECRET_KEY"],
         JWT_SECRET=stack_env["_JWT_SECRET"],
         DATABASE_URL=stack_env["DATABASE_URL"],
@@ -113,8 +109,6 @@ def app_env(stack_env: dict[str, str], port: int, limits: bool) -> dict[str, str
         PORT=str(port),
         LOG_LEVEL="WARNING",  # no per-request log lines in the measured path (gunicorn's access log stays)
     )
-    env.pop("LOG_DIR", None)
-    return env
 
 
 def observed_mode(response: requests.Response) -> str:
@@ -194,20 +188,14 @@ def limiter_alone(env: dict[str, str], mode: str, calls: int) -> dict[str, list[
 
 
 def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Callable[[], None]]) -> dict[str, Any]:
-    say(f"building a fresh stack '{stack.name}' (port base {stack.port_base})")
-    stack.down()
-    stack_env = stack.up()
+    stack_env = fresh_stack(stack)
     stack_env["_SECRET_KEY"], stack_env["_JWT_SECRET"] = os.urandom(48).hex(), os.urandom(48).hex()
     on_env = app_env(stack_env, free_port(), limits=True)
     off_env = app_env(stack_env, free_port(), limits=False)
     say("migrate + seed_demo")
     manage("migrate", "--noinput", env=on_env)
     manage("seed_demo", "-v", "0", env=on_env)
-    code = git_state()
-    say(
-        f"measuring commit {code['commit'][:10]}"
-        + (f" + uncommitted changes to {', '.join(code['changed_files'])}" if code["changed_files"] else "")
-    )
+    code = announce_code()
     servers = {
         "on": Gunicorn(on_env, out / "gunicorn-limits-on.log"),
         "off": Gunicorn(off_env, out / "gunicorn-off.log"),
@@ -225,7 +213,7 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
 
     records: list[Record] = []
     warmups: list[dict[str, Any]] = []
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     for round_no in range(args.rounds):
         order = MODES[round_no % len(MODES) :] + MODES[: round_no % len(MODES)]
         for mode in order:
@@ -242,7 +230,7 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
             for scope_set, timings in limiter_alone(on_env, mode, args.calls).items():
                 records.extend(Record(round_no, mode, f"enforce:{scope_set}", t, 0, mode) for t in timings)
             say(f"round {round_no + 1}/{args.rounds}: {mode} measured ({args.requests} requests per endpoint)")
-    load_after = [round(x, 2) for x in os.getloadavg()]
+    load_after = load_average()
     redis_node.want(True)
     for client in clients.values():
         client.close()
@@ -255,7 +243,7 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
     (out / "requests.jsonl").write_text("".join(json.dumps(asdict(r)) + "\n" for r in records))
     meta = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": args_meta(args),
         "workers": WORKERS,
         "limit_per_minute": LIMIT,
         "endpoints": [asdict(e) for e in ENDPOINTS],
@@ -284,11 +272,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--calls", type=int, default=2000, help="in-process enforce() calls per mode per round (%(default)s)"
     )
     p.add_argument("--seed", type=int, default=1, help="random seed of products and addresses (%(default)s)")
-    p.add_argument("--name", default="bench-ratelimit", help="devstack stack name (%(default)s)")
-    p.add_argument("--port-base", type=int, default=61100, help="devstack port base (%(default)s)")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results/ratelimit-<time>)")
-    p.add_argument("--publish", action="store_true", help=f"also write the plot to {DOCS_PLOT.relative_to(ROOT)}")
-    p.add_argument("--report", type=Path, metavar="DIR", help="only re-render the report of an earlier run's folder")
+    add_common_args(p, name="bench-ratelimit", port_base=61100, prefix="ratelimit", docs_plot=DOCS_PLOT)
     args = p.parse_args(argv)
     if not 1 <= args.rounds <= 20 or not 10 <= args.requests <= 5000 or not 10 <= args.calls <= 100_000:
         p.error("keep it bounded: 1-20 rounds, 10-5000 requests, 10-100000 calls")

@@ -1,12 +1,17 @@
-"""System tests for devstack: a real PostgreSQL primary + streaming replica + Redis on ports 63632-63634.
+"""System tests for devstack: a real PostgreSQL primary + streaming replica + Redis on three free loopback ports.
 
-No Django needed. The whole module shares one throwaway stack (tests run in file order and build on each
-other: kill -> start, hang -> resume, delay, promote, down). The fixture always calls ``down()``.
+No Django needed. The module shares one throwaway stack (built once: ``up`` is the slow part), but no test
+relies on another having run: the ``stack`` fixture brings it into the same state before every test -- built
+if it is down, rebuilt if a test failed it over, every node running and resumed, the replica streaming with no
+apply delay, and an empty ``devstack_t`` table that the replica has replayed. A sequence that belongs together
+(kill -> start, hang -> resume, promote -> up) is one test. The stack's name carries the pytest process id and
+its ports are picked free at run time, so two runs (``make test`` and a run of this file) never share a stack.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import shlex
 import socket
 import stat
@@ -14,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import psycopg
@@ -22,10 +28,33 @@ import pytest
 from devstack import DevstackError, Stack
 from devstack.procs import alive, descendants, port_in_use, stopped
 
-NAME = "pytest-devstack"
-PORT_BASE = 63632
-BUSY_PORT_BASE = 63642
+PREFIX = "pytest-devstack-"
+NAME = f"{PREFIX}{os.getpid()}"
+BUSY_NAME = f"{PREFIX}busy-{os.getpid()}"
+# Above the kernel's ephemeral range (32768-60999), so no client socket squats on a port between the pick and
+# the stack's start; and above the fixed bases of the benches (61000-61202), the system tests (62400-62730)
+# and the dev/test stacks (63432, 63532), so a stack of this file never takes theirs.
+PORT_RANGE = range(64000, 65000 - 2)
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port_base() -> int:
+    """A base N with N, N+1, N+2 all free on loopback right now (tried by binding each)."""
+    bases = list(PORT_RANGE)
+    random.shuffle(bases)  # two runs starting together do not both try the same base first
+    for base in bases:
+        if not any(port_in_use(base + i) for i in range(3)):
+            return base
+    pytest.fail(f"no three consecutive free ports in {PORT_RANGE.start}-{PORT_RANGE.stop + 1}")
+
+
+def sweep_leftovers() -> None:
+    """Take down the stacks of earlier runs of this file whose pytest process is gone (killed, not torn down)."""
+    for state_dir in (ROOT / ".stack").glob(f"{PREFIX}*"):
+        pid = state_dir.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not alive(int(pid)):
+            with suppress(DevstackError):
+                Stack(name=state_dir.name, echo=lambda m: None).down()
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +63,30 @@ def notes() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def stack(notes: list[str]) -> Iterator[Stack]:
-    s = Stack(name=NAME, port_base=PORT_BASE, echo=notes.append)
-    s.down()  # leftovers of an interrupted earlier run
+def shared_stack(notes: list[str]) -> Iterator[Stack]:
+    sweep_leftovers()
+    s = Stack(name=NAME, port_base=free_port_base(), echo=notes.append)
     try:
         s.up()
         yield s
     finally:
         s.down()
+
+
+@pytest.fixture
+def stack(shared_stack: Stack, notes: list[str]) -> Stack:
+    """The shared stack in its start state (see the module docstring), whatever the tests before did to it."""
+    s = shared_stack
+    if s.status()["replica"]["recorded_role"] != "replica":
+        s.down()  # failed over: `up` keeps the promoted node as the primary, only a rebuild gives a pair again
+    s.up()  # starts what is down, resumes what is hung, waits for streaming
+    s.set_apply_delay(0)
+    env = s.env()
+    query(env["DATABASE_URL"], "drop table if exists devstack_t")
+    query(env["DATABASE_URL"], "create table devstack_t (id serial primary key, v text)")
+    wait_for(lambda: query(env["DATABASE_REPLICA_URLS"], "select count(*) from devstack_t") == [(0,)], timeout=5)
+    notes.clear()
+    return s
 
 
 def cli(*args: str, name: str = NAME) -> subprocess.CompletedProcess[str]:
@@ -100,7 +145,7 @@ def test_up_is_idempotent(stack: Stack) -> None:
 
 def test_env_and_logins(stack: Stack) -> None:
     env = stack.env()
-    p, r, rd = PORT_BASE, PORT_BASE + 1, PORT_BASE + 2
+    p, r, rd = stack.port_base, stack.port_base + 1, stack.port_base + 2
     pw = env["DATABASE_URL"].split(":")[2].split("@")[0]
     assert len(pw) >= 20
     assert env["DATABASE_URL"] == f"postgres://bulwark:{pw}@127.0.0.1:{p}/bulwark"
@@ -130,7 +175,6 @@ def test_env_and_logins(stack: Stack) -> None:
 
 def test_replication_streams_rows(stack: Stack) -> None:
     env = stack.env()
-    query(env["DATABASE_URL"], "create table devstack_t (id serial primary key, v text)")
     query(env["DATABASE_URL"], "insert into devstack_t (v) values ('hello')")
     wait_for(lambda: query(env["DATABASE_REPLICA_URLS"], "select v from devstack_t") == [("hello",)], timeout=5)
     # psql() helper: superuser over the unix socket, unaligned output.
@@ -139,6 +183,9 @@ def test_replication_streams_rows(stack: Stack) -> None:
 
 def test_kill_primary_then_start(stack: Stack, notes: list[str]) -> None:
     env = stack.env()
+    query(env["DATABASE_URL"], "insert into devstack_t (v) values ('hello')")
+    # synchronous_commit=off: a commit may still sit in WAL buffers; once replicated it is written and survives.
+    wait_for(lambda: query(env["DATABASE_REPLICA_URLS"], "select v from devstack_t") == [("hello",)], timeout=5)
     pid = stack.status()["primary"]["pid"]
     stack.kill("primary")
     assert not alive(pid)
@@ -195,8 +242,12 @@ def test_apply_delay(stack: Stack) -> None:
 
 def test_promote(stack: Stack) -> None:
     old = stack.env()
-    stack.promote()
     replica_url = old["DATABASE_REPLICA_URLS"]
+    for v in ("one", "two", "three"):
+        query(old["DATABASE_URL"], "insert into devstack_t (v) values (%s)", (v,))
+    # Replication is asynchronous: promote only once the replica has every row, as the count below expects.
+    wait_for(lambda: query(replica_url, "select count(*) from devstack_t") == [(3,)], timeout=5)
+    stack.promote()
     assert query(replica_url, "select pg_is_in_recovery()") == [(False,)]
     query(replica_url, "insert into devstack_t (v) values ('written-on-promoted')")
     assert query(replica_url, "select count(*) from devstack_t") == [(4,)]
@@ -204,7 +255,7 @@ def test_promote(stack: Stack) -> None:
     assert status["replica"]["role"] == "primary"
     new = stack.env()
     assert new["DATABASE_URL"] == replica_url and new["DATABASE_REPLICA_URLS"] == ""
-    assert new["DEVSTACK_PRIMARY_PORT"] == str(PORT_BASE + 1)
+    assert new["DEVSTACK_PRIMARY_PORT"] == str(stack.port_base + 1)
     with pytest.raises(DevstackError, match="no replica left"):
         stack.promote()
     # After a failover, `up` keeps the new primary and never turns the old one into a second primary.
@@ -214,18 +265,19 @@ def test_promote(stack: Stack) -> None:
 
 
 def test_busy_port_is_a_clear_error() -> None:
+    busy_base = free_port_base()
     with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", BUSY_PORT_BASE))
+        blocker.bind(("127.0.0.1", busy_base))
         blocker.listen()
-        busy = Stack(name="pytest-devstack-busy", port_base=BUSY_PORT_BASE, echo=lambda m: None)
+        busy = Stack(name=BUSY_NAME, port_base=busy_base, echo=lambda m: None)
         try:
             with pytest.raises(DevstackError) as err:
                 busy.up()
             msg = str(err.value)
-            assert str(BUSY_PORT_BASE) in msg and "--port-base" in msg and "in use" in msg
-            proc = cli("--port-base", str(BUSY_PORT_BASE), "up", name="pytest-devstack-busy")
+            assert str(busy_base) in msg and "--port-base" in msg and "in use" in msg
+            proc = cli("--port-base", str(busy_base), "up", name=BUSY_NAME)
             assert proc.returncode == 1
-            assert "Traceback" not in proc.stderr and str(BUSY_PORT_BASE) in proc.stderr
+            assert "Traceback" not in proc.stderr and str(busy_base) in proc.stderr
         finally:
             busy.down()
         assert not busy.run_dir.exists() and not busy.state_dir.exists()
@@ -234,7 +286,7 @@ def test_busy_port_is_a_clear_error() -> None:
 def test_cli_errors_are_one_paragraph() -> None:
     proc = cli("up", name="bad/name")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "invalid stack name" in proc.stderr
-    proc = cli("env", name="pytest-devstack-never")
+    proc = cli("env", name=f"{PREFIX}never")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "up" in proc.stderr
 
 
@@ -244,7 +296,7 @@ def test_down_removes_everything(stack: Stack) -> None:
     stack.down()
     assert not any(alive(pid) for pid in pids)
     assert not stack.run_dir.exists() and not stack.state_dir.exists()
-    assert not any(port_in_use(PORT_BASE + i) for i in range(3))
+    assert not any(port_in_use(stack.port_base + i) for i in range(3))
     assert not any(s["running"] for s in stack.status().values())
     stack.down()  # harmless when nothing runs
     assert cli("status").returncode != 0
