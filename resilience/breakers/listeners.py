@@ -3,7 +3,7 @@
 Logger ``resilience.breakers``: a change of state is a WARNING with ``extra`` fields ``event``
 (``breaker_state_changed``), ``breaker``, ``from_state``, ``to_state`` and ``reason``.
 
-Metrics (the default registry; ``/metrics`` serves them):
+Metrics, in prometheus_client's default registry of this process (no HTTP endpoint exposes them yet):
 
 - ``bulwark_breaker_state{breaker, state}``: 1 for the state the breaker is in (closed, open, half_open), else 0
 - ``bulwark_breaker_forced{breaker}``: 0 automatic, 1 forced open, 2 forced closed by an operator

@@ -49,7 +49,7 @@ def breaker_get(name: str, *, exclude: Sequence[Exclusion] = ()) -> CircuitBreak
 
 
 def breakers_snapshot() -> dict[str, dict[str, Any]]:
-    """Every configured breaker's state in this process, for health and the dashboard."""
+    """Every configured breaker's state in this process, as operators see it (``test_guard_rails``)."""
     names = sorted({*settings.BULWARK_BREAKERS, *_breakers})
     return {name: breaker_get(name).snapshot() for name in names}
 

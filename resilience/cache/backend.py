@@ -121,7 +121,7 @@ class FallbackCache(BaseCache):
         return call(self._memory)
 
     def snapshot(self) -> dict[str, Any]:
-        """The state for health checks and the dashboard."""
+        """The state as operators see it (``test_guard_rails``; health checks build on it)."""
         if self.circuit is None:
             return {"backend": "memory", "redis_configured": False, "breaker": None, "forced_memory": False}
         state = self.circuit.snapshot()

@@ -140,7 +140,7 @@ def _telemetry_endpoints(reader: EnvReader) -> list[str]:
             endpoints.append(jaeger.rstrip("/"))
             reader.warning("JAEGER_ENDPOINT", "read as one OTLP endpoint; prefer OTEL_EXPORTER_OTLP_ENDPOINTS.")
     if reader.raw("PROMETHEUS_PORT"):
-        reader.warning("PROMETHEUS_PORT", "not used: metrics are served at /metrics on the web port.")
+        reader.warning("PROMETHEUS_PORT", "not used: Bulwark opens no separate metrics port.")
     return endpoints
 
 

@@ -108,7 +108,7 @@ SCHEMA: tuple[Var, ...] = (
         "int",
         "optional",
         "telemetry",
-        "The seed's metrics port. Not used: metrics are served at /metrics on the web port.",
+        "The seed's metrics port. Not used: Bulwark opens no separate metrics port.",
     ),
     _secret(
         "JWT_SECRET_PREV",

@@ -81,7 +81,6 @@ def _logging(config: Config, report: AreaReport) -> None:
 def _telemetry(config: Config, report: AreaReport) -> None:
     for endpoint in config.otlp_endpoints:
         report.add("ok", "OTEL_EXPORTER_OTLP_ENDPOINTS", f"traces to {endpoint}")
-    report.add("ok", "PROMETHEUS_PORT", "metrics served at /metrics on the web port")
     if len(config.otlp_endpoints) < 2:
         report.at_risk(f"{len(config.otlp_endpoints)} trace endpoint(s): traces stop when it is down")
     else:

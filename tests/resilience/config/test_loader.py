@@ -212,7 +212,7 @@ def test_jaeger_thrift_collector_is_refused_with_a_warning() -> None:
 
 
 def test_prometheus_port_is_explained() -> None:
-    assert any("/metrics" in w for w in warnings({**VALID, "PROMETHEUS_PORT": "9090"}))
+    assert any("no separate metrics port" in w for w in warnings({**VALID, "PROMETHEUS_PORT": "9090"}))
 
 
 def test_production_requires_allowed_hosts_and_refuses_debug() -> None:
