@@ -1,3 +1,5 @@
+"""The idempotency error an API client sees: a key reused with another request body."""
+
 from core.exceptions import AppError
 
 

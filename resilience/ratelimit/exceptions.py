@@ -1,3 +1,5 @@
+"""The rate-limit error an API client sees (429 with ``Retry-After`` and ``RateLimit-*``)."""
+
 from __future__ import annotations
 
 from core.exceptions import AppError
