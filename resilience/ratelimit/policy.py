@@ -119,14 +119,29 @@ def count(request: Any, scope: str) -> Usage | None:
     return None
 
 
+def _counted(request: Any) -> dict[str, Usage | None]:
+    """What this request was already counted as, per scope, kept on the Django request itself: the database
+    middleware may run a request again (it met a failed node), and a re-run must not be counted twice."""
+    django_request = getattr(request, "_request", request)
+    memo = getattr(django_request, "_ratelimit_counted", None)
+    if memo is None:
+        memo = {}
+        django_request._ratelimit_counted = memo
+    return memo
+
+
 def enforce(request: Any, scopes: list[str]) -> dict[str, str]:
-    """Count the request against each scope in order; raise ``RateLimitedError`` at the first one exceeded
-    (later scopes are then not counted). Returns the ``RateLimit-*`` headers of the tightest scope."""
+    """Count the request against each scope in order (once per request, re-runs included); raise
+    ``RateLimitedError`` at the first one exceeded (later scopes are then not counted). Returns the
+    ``RateLimit-*`` headers of the tightest scope."""
     if not settings.RATELIMIT_ENABLE:
         return {}
+    counted = _counted(request)
     usages = []
     for scope in scopes:
-        usage = count(request, scope)
+        if scope not in counted:
+            counted[scope] = count(request, scope)
+        usage = counted[scope]
         if usage is None:
             continue
         if usage.exceeded:

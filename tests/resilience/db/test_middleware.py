@@ -90,3 +90,18 @@ def test_a_first_ring_read_that_meets_the_dead_primary_comes_from_the_replica(cl
     assert response.status_code == 200, response.content
     assert response.json()["id"] == user.id
     registry().record_probe(PRIMARY, in_recovery=False, lag_seconds=0, lag_bytes=0, replay_lsn=None)
+
+
+def test_a_request_run_again_is_counted_once_by_the_rate_limiter(client, settings) -> None:
+    settings.RATELIMIT_ENABLE = True
+    settings.RATELIMIT_RATES = {**settings.RATELIMIT_RATES, "api": (1000, 86400)}
+    address = {"REMOTE_ADDR": "10.200.7.9", "HTTP_X_REQUEST_ID": "rerun-count"}
+    ProductFactory()
+    before = client.get("/api/products/", **address)
+    with dead(REPLICA):
+        rerun = client.get("/api/products/", **address)  # met the dead replica, ran again on the primary
+        assert registry().state(REPLICA).reachable is False
+    after = client.get("/api/products/", **address)
+    remaining = [int(response["RateLimit-Remaining"]) for response in (before, rerun, after)]
+    assert [response.status_code for response in (before, rerun, after)] == [200, 200, 200]
+    assert remaining == [remaining[0], remaining[0] - 1, remaining[0] - 2]
