@@ -24,13 +24,16 @@ class ResilienceConfig(AppConfig):
         from django.contrib.auth import user_logged_in
 
         from resilience import checks
+        from resilience.auth.replay import deferred_flush
         from resilience.breakers import guard_rails as breaker_guard_rails
         from resilience.cache import guard_rails as cache_guard_rails
         from resilience.db import guard_rails as db_guard_rails
+        from resilience.db.monitor import monitor_task_register
 
         log_config_warnings(settings.BULWARK_CONFIG)
         checks.register()
         for area in (breaker_guard_rails, db_guard_rails, cache_guard_rails):
             area.register()
+        monitor_task_register(deferred_flush)
         user_logged_in.disconnect(dispatch_uid="update_last_login")
         user_logged_in.connect(update_last_login_best_effort, dispatch_uid="update_last_login_best_effort")

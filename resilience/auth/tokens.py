@@ -16,6 +16,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 from resilience.auth.backend import MAX_TOKEN_BYTES, KeyedTokenBackend, KeyRejectedError
 from resilience.auth.exceptions import TokenNotValidError
 from resilience.auth.models import UserTokenState
+from resilience.auth.replay import UNGUARDED, DeferredBlacklist, blacklisted_on_a_replica, used_refresh_tokens
 from resilience.db.bookkeeping import best_effort
 from resilience.db.consistency import apply_user_read_after
 from resilience.db.context import primary_reads, read_from_replica
@@ -134,24 +135,51 @@ def tokens_for_user(user: AbstractBaseUser) -> dict[str, str]:
 
 
 def refresh_rotate(raw_refresh: str) -> dict[str, str]:
-    """Exchange a refresh token for a new pair; the old refresh token is blacklisted (rotation).
+    """Exchange a refresh token for a new pair; the old refresh token can never be used again (rotation).
 
-    The old token's outstanding row is locked while it is checked and blacklisted, so two concurrent
-    refreshes with one token cannot both succeed. With the primary down the blacklisting cannot be
-    written: the refresh still succeeds (users stay logged in) and the skipped write is logged.
+    Every use is first claimed in the shared cache and this process's memory (:mod:`resilience.auth.replay`),
+    so a second use is refused at once, also while the primary is down. Then the old token's outstanding row
+    is locked while it is checked and blacklisted, so two concurrent refreshes with one token cannot both
+    succeed. With the primary down the refresh still succeeds (users stay logged in): the blacklist row is
+    queued and written when the primary is back.
     """
     refresh = token_decode(raw_refresh, KeyedRefreshToken)
     assert isinstance(refresh, KeyedRefreshToken)
     token_user(refresh)  # a deleted or deactivated account gets no new tokens
+    jti = str(refresh[api_settings.JTI_CLAIM])
+    if not used_refresh_tokens.claim(jti, float(refresh["exp"])):
+        raise TokenNotValidError("blacklisted")
     try:
         return _rotate_blacklisting(refresh)
     except TokenNotValidError:
         raise
     except DatabaseError as exc:
+        return _rotate_without_primary(refresh, raw_refresh, jti, exc)
+
+
+def _rotate_without_primary(refresh: KeyedRefreshToken, raw: str, jti: str, exc: DatabaseError) -> dict[str, str]:
+    """The primary cannot blacklist now: refuse a token a replica knows is blacklisted, else queue its row."""
+    if blacklisted_on_a_replica(jti):
+        raise TokenNotValidError("blacklisted")
+    entry = DeferredBlacklist(
+        jti=jti,
+        token=raw.decode() if isinstance(raw, bytes) else raw,
+        user_id=int(refresh[api_settings.USER_ID_CLAIM]),
+        expires_at=float(refresh["exp"]),
+    )
+    used_refresh_tokens.defer(entry)
+    if used_refresh_tokens.cache_is_shared():
         logger.warning(
-            "refresh without blacklisting the old token (primary unavailable): %s",
+            "refresh with the primary unavailable: blacklisting deferred, reuse refused through the cache (%s)",
             exc,
-            extra={"event": "refresh_not_blacklisted"},
+            extra={"event": "refresh_blacklist_deferred"},
+        )
+    else:
+        UNGUARDED.inc()
+        logger.warning(
+            "refresh with the primary and Redis unavailable: a reuse on another worker cannot be refused (%s)",
+            exc,
+            extra={"event": "refresh_replay_unguarded"},
         )
     return _reissue(refresh)
 

@@ -1,5 +1,8 @@
 """The per-process database monitor: probes every node each second and refreshes the operator switches.
 
+Other areas hand it work that waits for the primary (:func:`monitor_task_register`, e.g. the refresh tokens
+blacklisted during an outage): it runs each round in which the primary answered, on this thread.
+
 Each node gets one dedicated autocommit connection (not Django's), re-opened after a failure. A probe
 is bounded by the connect timeout and the query watchdog, so a hung node delays only this thread.
 A probe that succeeds closes the node's breaker; one that fails opens it. Lag is measured on the
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -36,6 +40,14 @@ SELECT pg_is_in_recovery(),
             ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END
 """
 CONTROLS_QUERY = "SELECT key, enabled FROM resilience_operatorcontrol"
+
+_primary_tasks: list[Callable[[], None]] = []
+
+
+def monitor_task_register(task: Callable[[], None]) -> None:
+    """Run ``task`` on the monitor's thread after every probe round in which the primary answered."""
+    if task not in _primary_tasks:
+        _primary_tasks.append(task)
 
 
 class NodeMonitor:
@@ -63,7 +75,16 @@ class NodeMonitor:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.probe_all()
+            if self.nodes.primary_available():
+                self.run_primary_tasks()
             self._stop.wait(self.interval)
+
+    def run_primary_tasks(self) -> None:
+        for task in list(_primary_tasks):
+            try:
+                task()
+            except Exception:
+                logger.exception("monitor task %s failed", getattr(task, "__qualname__", task))
 
     def probe_all(self) -> None:
         self.primary_lsn = None

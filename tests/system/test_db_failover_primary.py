@@ -79,6 +79,10 @@ def test_primary_killed_reads_continue_writes_read_only_login_works_then_writes_
             )
             assert refreshed.status_code == 200, refreshed.text
             assert set(refreshed.json()) >= {"access", "refresh"}
+            # The used refresh token cannot be replayed on any worker, though nothing could be blacklisted.
+            for replayed in [_refresh(server.url, alice.refresh) for _ in range(6)]:
+                assert replayed.status_code == 401, replayed.text
+                assert replayed.json()["error"]["detail"]["reason"] == "blacklisted", replayed.text
             cart = requests.get(
                 f"{server.url}/api/cart/",
                 headers={"Authorization": f"Bearer {refreshed.json()['access']}"},
@@ -108,6 +112,17 @@ def test_primary_killed_reads_continue_writes_read_only_login_works_then_writes_
             assert [w.status for w in later] == [201] * len(later), [w.describe() for w in later if w.status != 201]
             time.sleep(1)
 
+            # The deferred blacklist row is written once the primary is back; the token stays refused.
+            used_jti = jwt.decode(alice.refresh, options={"verify_signature": False})["jti"]
+            assert used_jti.isalnum()  # a hex uuid: safe to put in the SQL text
+            blacklisted = (
+                "SELECT count(*) FROM token_blacklist_blacklistedtoken b "  # noqa: S608 - see the assert above
+                f"JOIN token_blacklist_outstandingtoken o ON o.id = b.token_id WHERE o.jti = '{used_jti}'"
+            )
+            poll(lambda: deployment.stack.psql("primary", blacklisted).strip() == "1", timeout=10, interval=0.3)
+            replayed = _refresh(server.url, alice.refresh)
+            assert replayed.status_code == 401 and replayed.json()["error"]["detail"]["reason"] == "blacklisted"
+
         load.assert_all_ok(min_requests=50)
         assert len(outage) >= 20, f"too few GETs while the primary was down: {load.summary(outage)}"
         assert recovered_in < 15
@@ -117,6 +132,7 @@ def test_primary_killed_reads_continue_writes_read_only_login_works_then_writes_
         # One outage, one transition each way per worker (2): no flapping once the primary is back.
         assert log.count("database node down: default") <= 2, log.count("database node down: default")
         assert "skipped best-effort write" in log  # the login's bookkeeping was skipped, not failed
+        assert "refresh_replay_unguarded" not in log and "deferred refresh blacklist row" in log
         assert_no_server_errors(server)
         print(f"outage: {load.summary(outage)}; writes back {recovered_in:.1f}s after the restart")
 
@@ -162,3 +178,7 @@ def test_replica_promoted_with_multihost_url_writes_resume_without_restart(tmp_p
         load.assert_all_ok(min_requests=30)
         assert_no_server_errors(server)
         print(f"writes resumed {resumed_in:.1f}s after the promotion; reads: {load.summary()}")
+
+
+def _refresh(url: str, token: str) -> requests.Response:
+    return requests.post(f"{url}/api/auth/token/refresh/", json={"refresh": token}, timeout=REQUEST_TIMEOUT)
