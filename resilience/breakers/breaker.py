@@ -19,6 +19,11 @@ Semantics:
   through and freezes the state machine; back to ``automatic``, a breaker that was forced open starts with a
   trial (half-open), one that was forced closed starts closed with a clean count.
 
+- **shared** (``shared``, see :mod:`resilience.breakers.shared`): failures are counted fleet-wide, an open
+  breaker is published to every worker (each re-reads it at most every ``sync_interval`` seconds, on its
+  next call), and the half-open trial is one for the whole fleet. Without it (or with the shared store down,
+  answered from this process's memory), the breaker is this process's alone.
+
 Outcomes of calls that started before a transition (a slow call admitted while closed that fails after the
 breaker opened) are counted in the metrics but do not move the state machine again.
 
@@ -27,6 +32,7 @@ Listeners hear every state change and every call outcome, outside the lock.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -84,6 +90,26 @@ class BreakerConfig:
             raise ValueError("reset_timeout must be positive")
 
 
+class SharedState(Protocol):
+    """The fleet's view of a breaker (:class:`resilience.breakers.shared.SharedBreakerState`)."""
+
+    def fleet_wide(self) -> bool: ...
+
+    def record_failure(self) -> int: ...
+
+    def record_success(self) -> None: ...
+
+    def opened_at(self) -> float | None: ...
+
+    def publish_open(self, at: float) -> None: ...
+
+    def publish_closed(self) -> None: ...
+
+    def try_trial(self) -> bool: ...
+
+    def end_trial(self) -> None: ...
+
+
 class BreakerListener(Protocol):
     def state_changed(self, breaker: CircuitBreaker, old: str, new: str, reason: str) -> None: ...
 
@@ -119,6 +145,9 @@ class CircuitBreaker:
         listeners: Sequence[BreakerListener] = (),
         forced_source: Callable[[], Forced] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedState | None = None,
+        sync_interval: float = 1.0,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
         self.config = config or BreakerConfig()
@@ -138,6 +167,11 @@ class CircuitBreaker:
         self._changed_at = time.time()
         self._last_failure = ""
         self._counts = {outcome: 0 for outcome in Outcome}
+        self.shared = shared
+        self.sync_interval = sync_interval
+        self._wall = wall_clock  # the fleet's clock: workers compare the time the breaker opened
+        self._synced_at = -math.inf  # when this process last read the fleet's state (clock time)
+        self._published_open: float | None = None  # wall time of the fleet's open this process follows
 
     # ---- the guarded call ------------------------------------------------------------------------------------
 
@@ -201,9 +235,19 @@ class CircuitBreaker:
                 "changed_at": self._changed_at,
                 "last_failure": self._last_failure,
                 "calls": {outcome.value: count for outcome, count in self._counts.items()},
+                "shared": self.shared is not None and self.shared.fleet_wide(),
             }
         self._emit(changes)
         return snap
+
+    def trial_now(self) -> None:
+        """An operator retries now (``retry_payments``): an open breaker lets its next call through as the
+        (fleet's one) trial at once, instead of after the reset timeout. Closed or forced: nothing changes."""
+        if self.shared is not None:
+            self._sync_shared(force=True)  # a fresh process learns that the fleet's breaker is open
+        with self._lock:
+            if self._forced is Forced.AUTOMATIC and self._state is State.OPEN:
+                self._opened_at = self._clock() - self.config.reset_timeout
 
     # ---- internals (the lock is held only here, never around the guarded call) -----------------------------
 
@@ -262,6 +306,8 @@ class CircuitBreaker:
         return self._state is State.OPEN and now - self._opened_at >= self.config.reset_timeout
 
     def _acquire(self) -> _Permit:
+        if self.shared is not None:
+            self._sync_shared()
         rejected: CircuitOpenError | None = None
         with self._lock:
             now = self._clock()
@@ -285,22 +331,29 @@ class CircuitBreaker:
                     rejected = CircuitOpenError(self.name, retry_after=self.config.reset_timeout)
             else:
                 permit = _Permit(self._generation, trial=False, forced=False)
-            if rejected is not None:
-                self._counts[Outcome.REJECTED] += 1
         self._emit(changes)
+        if permit is not None and permit.trial and self.shared is not None and not self.shared.try_trial():
+            # Another worker's trial is in flight: the fleet sends one at a time; this one waits for its verdict.
+            self._release(permit, lease=False)
+            permit, rejected = None, CircuitOpenError(self.name, retry_after=self.sync_interval)
         if rejected is not None:
+            with self._lock:
+                self._counts[Outcome.REJECTED] += 1
             self._notify_call(Outcome.REJECTED)
             raise rejected
         assert permit is not None
         return permit
 
-    def _release(self, permit: _Permit) -> None:
+    def _release(self, permit: _Permit, *, lease: bool = True) -> None:
         with self._lock:
             if permit.trial and permit.generation == self._generation:
                 self._trials_in_flight = max(0, self._trials_in_flight - 1)
+        if permit.trial and lease and self.shared is not None:
+            self.shared.end_trial()
 
     def _record(self, permit: _Permit, outcome: Outcome, exc: BaseException | None = None) -> None:
         changes: list[_Change] = []
+        shared_step: str | None = None  # what the fleet must hear, said outside the lock
         with self._lock:
             now = self._clock()
             self._counts[outcome] += 1
@@ -311,20 +364,92 @@ class CircuitBreaker:
                 self._trials_in_flight = max(0, self._trials_in_flight - 1)
                 if outcome is Outcome.FAILURE:
                     self._transition(State.OPEN, f"trial call failed: {self._last_failure}", changes, now)
+                    shared_step = "open"
                 else:
                     self._trial_successes += 1
                     if self._trial_successes >= self.config.success_threshold:
                         self._transition(State.CLOSED, "trial call succeeded", changes, now)
+                        shared_step = "closed"
+                    else:
+                        shared_step = "end_trial"  # the next trial may take the lease
             elif current and self._state is State.CLOSED:
                 if outcome is Outcome.FAILURE:
                     self._failures += 1
-                    if self._failures >= self.config.failure_threshold:
+                    if self.shared is not None:
+                        shared_step = "failure"  # the fleet's count decides
+                    elif self._failures >= self.config.failure_threshold:
                         reason = f"{self._failures} consecutive failures, last: {self._last_failure}"
                         self._transition(State.OPEN, reason, changes, now)
                 else:
                     self._failures = 0
+                    shared_step = "success" if self.shared is not None else None
+            elif permit.trial and self.shared is not None:
+                shared_step = "end_trial"  # a stale trial: give the lease back
+        if self.shared is not None and shared_step is not None:
+            changes += self._tell_fleet(shared_step, permit)
         self._emit(changes)
         self._notify_call(outcome)
+
+    # ---- the fleet (``shared``): every call to it is made outside the lock ---------------------------------
+
+    def _tell_fleet(self, step: str, permit: _Permit) -> list[_Change]:
+        shared = self.shared
+        assert shared is not None
+        changes: list[_Change] = []
+        if step == "failure":
+            fleet_failures = shared.record_failure()
+            with self._lock:
+                if permit.generation == self._generation and self._state is State.CLOSED:
+                    # Fleet-wide: the fleet's count. In memory (Redis down): this process's, as without sharing.
+                    self._failures = fleet_failures if shared.fleet_wide() else max(self._failures, fleet_failures)
+                    if self._failures >= self.config.failure_threshold:
+                        where = "across the fleet" if shared.fleet_wide() else "in this process"
+                        reason = f"{self._failures} consecutive failures {where}, last: {self._last_failure}"
+                        self._transition(State.OPEN, reason, changes, self._clock())
+                        step = "open"
+        if step == "open":
+            opened = self._wall()
+            shared.publish_open(opened)
+            with self._lock:
+                self._published_open = opened
+        elif step == "closed":
+            shared.publish_closed()
+            with self._lock:
+                self._published_open = None
+        elif step == "success":
+            shared.record_success()
+        elif step == "end_trial":
+            shared.end_trial()
+        return changes
+
+    def _sync_shared(self, *, force: bool = False) -> None:
+        """Follow the fleet (at most every ``sync_interval``): open when another worker opened the breaker,
+        closed when another worker's trial closed it."""
+        shared = self.shared
+        assert shared is not None
+        now = self._clock()
+        if now - self._synced_at < self.sync_interval and not force:
+            return
+        self._synced_at = now
+        opened_wall = shared.opened_at()
+        changes: list[_Change] = []
+        with self._lock:
+            now = self._clock()
+            if self._forced is not Forced.AUTOMATIC:
+                return
+            if opened_wall is None:
+                if self._published_open is not None and self._state is not State.CLOSED:
+                    self._transition(State.CLOSED, "closed by another worker's trial", changes, now)
+                self._published_open = None
+            elif opened_wall != self._published_open:  # a new open for the fleet (one this process does not follow)
+                opened_here = now - max(0.0, self._wall() - opened_wall)
+                if self._state is State.OPEN:
+                    self._opened_at = max(self._opened_at, opened_here)  # re-opened elsewhere (a failed trial)
+                else:
+                    self._transition(State.OPEN, "opened by another worker", changes, now)
+                    self._opened_at = opened_here
+                self._published_open = opened_wall
+        self._emit(changes)
 
     def _is_excluded(self, exc: BaseException) -> bool:
         for rule in self.exclude:

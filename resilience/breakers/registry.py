@@ -1,8 +1,9 @@
 """This process's breakers, by name, configured in ``settings.BULWARK_BREAKERS`` (from the environment).
 
-Breaker state is per process (each gunicorn worker learns on its own that a dependency is down, at the
-cost of at most ``failure_threshold`` failed calls); the operator's forced modes are shared through the
-database (:mod:`resilience.breakers.controls`).
+Each breaker shares its failures, its open state and its half-open trial with every worker through the shared
+cache (:mod:`resilience.breakers.shared`): an outage costs the fleet about ``failure_threshold`` failed calls,
+not that many per worker. With Redis down each worker counts on its own again. The operator's forced modes
+are shared through the database (:mod:`resilience.breakers.controls`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from resilience.breakers.breaker import BreakerConfig, CircuitBreaker, Exclusion
 from resilience.breakers.controls import forced_mode
 from resilience.breakers.exceptions import ExternalClientError
 from resilience.breakers.listeners import LoggingListener, MetricsListener
+from resilience.breakers.shared import SharedBreakerState
 
 _lock = threading.Lock()
 _breakers: dict[str, CircuitBreaker] = {}
@@ -37,12 +39,14 @@ def breaker_get(name: str, *, exclude: Sequence[Exclusion] = ()) -> CircuitBreak
         with _lock:
             breaker = _breakers.get(name)
             if breaker is None:
+                config = breaker_config(name)
                 breaker = CircuitBreaker(
                     name,
-                    breaker_config(name),
+                    config,
                     exclude=(ExternalClientError, *exclude),
                     listeners=[LoggingListener(), MetricsListener(name)],
                     forced_source=lambda: forced_mode(name),
+                    shared=SharedBreakerState(name, reset_timeout=config.reset_timeout),
                 )
                 _breakers[name] = breaker
     return breaker
@@ -55,6 +59,9 @@ def breakers_snapshot() -> dict[str, dict[str, Any]]:
 
 
 def reset_breakers() -> None:
-    """Forget every breaker's state (tests)."""
+    """Forget every breaker's state, this process's and the fleet's (tests)."""
     with _lock:
+        names = {*settings.BULWARK_BREAKERS, *_breakers}
         _breakers.clear()
+    for name in names:
+        SharedBreakerState(name, reset_timeout=breaker_config(name).reset_timeout).publish_closed()

@@ -23,6 +23,7 @@ from django.utils import timezone
 from shop.orders.models import Order, OrderStatus
 from shop.orders.services import order_cancel_locked, order_restock
 from shop.payments.exceptions import GatewayUnavailableError
+from shop.payments.gateways import gateway_get
 from shop.payments.gateways.base import ChargeOutcome, ChargeResult
 from shop.payments.models import Payment, PaymentStatus
 from shop.payments.services import payment_charge, payment_lookup
@@ -142,8 +143,12 @@ def payments_retry(
     """Collect every order pending payment (oldest first); cancel those unpaid longer than ``cancel_after``.
 
     Safe to run at any time and more than once, also concurrently: each payment keeps its idempotency key,
-    so the gateway never charges one twice. While the gateway's breaker is open, attempts fail at once.
+    so the gateway never charges one twice. An open gateway breaker lets the first attempt through as its
+    trial (an operator asked to retry now); while it stays open, the other attempts fail at once.
     """
+    gateway = gateway_get()
+    if gateway is not None:
+        gateway.retry_now()
     cancel_after = settings.SHOP_PAYMENT_UNPAID_CANCEL_AFTER if cancel_after is None else cancel_after
     expired_before = (now or timezone.now()) - cancel_after
     orders = Order.objects.using(_primary()).filter(status=OrderStatus.PENDING_PAYMENT).order_by("created_at", "id")

@@ -30,3 +30,6 @@ class PaymentGateway(ABC):
     @abstractmethod
     def lookup(self, *, idempotency_key: str) -> ChargeResult | None:
         """The charge made with this key, or None when there is none; GatewayUnavailableError when unknown."""
+
+    def retry_now(self) -> None:  # noqa: B027 - optional: a gateway without a breaker has nothing to do
+        """An operator retries pending payments now: a gateway behind a breaker tries at once (a trial call)."""
