@@ -5,7 +5,10 @@ environment the defaults are used here and the worker's application load reports
 and exits with code 4, which makes the master stop instead of respawning workers forever.
 """
 
+import functools
 import logging
+
+from gunicorn.http.message import Request
 
 from resilience.config import ConfigError, load_config
 from resilience.config.startup import log_config_warnings
@@ -32,8 +35,58 @@ threads = 4
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
-# Oversized bearer tokens must reach the JSON error path (token_not_valid), not gunicorn's HTML 400.
-limit_request_field_size = 32768
+# gunicorn's request limits, out of Bulwark's way. gunicorn answers its own limit errors with an HTML page;
+# Bulwark's limits (4 KiB request line, 100 headers, 16 KiB a header, 32 KiB for Authorization, 64 KiB in
+# all) are enforced as JSON errors by core/wsgi_limits.py, so gunicorn's must sit above them:
+# - limit_request_line: 0 turns gunicorn's check off (any other value is at most 8190, so a 9 KiB query would
+#   be gunicorn's HTML 414). With the pure-Python parser installed here (no gunicorn_h1c), 0 is truly
+#   unlimited and reading a long line costs quadratic time (a 16 MB line: 17 s of CPU holding the GIL), so
+#   _bound_request_parsing() below caps it at GUNICORN_MAX_REQUEST_LINE, as gunicorn_h1c does for 0.
+# - limit_request_fields: at most 32768; 0 or less means 32768.
+# - limit_request_field_size: one header line, name + ": " + value + CRLF; 0 means 8190, not unlimited.
+# - gunicorn reads the whole head into a buffer of fields x (field size + 2) bytes (here about 62 MiB, also
+#   read in quadratic time), which _bound_request_parsing() caps at GUNICORN_MAX_HEAD.
+limit_request_line = 0
+limit_request_fields = 1000
+limit_request_field_size = 65_536
+GUNICORN_MAX_REQUEST_LINE = 1_048_576  # 1 MiB, as gunicorn_h1c caps limit_request_line = 0
+GUNICORN_MAX_HEAD = 1_048_576  # 1 MiB
+# What still answers before Bulwark, as gunicorn's HTML page (tests/system/test_http_limits.py shows both):
+# - a request line over GUNICORN_MAX_REQUEST_LINE (414), a head over GUNICORN_MAX_HEAD, more than
+#   limit_request_fields headers or one over limit_request_field_size (431);
+# - what gunicorn cannot parse: a malformed request line, method or HTTP version, a header name or value
+#   with forbidden characters, a line ending in a bare LF, obsolete line folding, a bad Content-Length or
+#   Transfer-Encoding (400; 501 for an unknown transfer coding);
+# - an Expect other than 100-continue (417).
+# A reverse proxy in front answers its own limits first: make it answer them as JSON too.
+
+
+def _bound_request_parsing() -> None:
+    """Cap the request line and head gunicorn reads at the sizes above, whatever parser it uses.
+
+    gunicorn computes both limits in ``Message.__init__`` just before it calls ``parse``, so ``parse`` is
+    wrapped to lower them (only ever lower them). gunicorn is pinned (requirements.txt), and
+    tests/system/test_http_limits.py sends a line and a head one byte over these caps and expects gunicorn's
+    refusal (uncapped, gunicorn would wait for more), so a gunicorn that parses differently fails the suite,
+    not production. Idempotent: the master re-reads this file on HUP.
+    """
+    original = Request.parse
+    if getattr(original, "bulwark_bounded", False):
+        return
+
+    @functools.wraps(original)
+    def parse(self: Request, unreader: object) -> bytes:
+        if not 0 < self.limit_request_line <= GUNICORN_MAX_REQUEST_LINE:
+            self.limit_request_line = GUNICORN_MAX_REQUEST_LINE
+        self.max_buffer_headers = min(self.max_buffer_headers, GUNICORN_MAX_HEAD)
+        return original(self, unreader)
+
+    parse.bulwark_bounded = True  # type: ignore[attr-defined]
+    Request.parse = parse  # type: ignore[method-assign]
+
+
+_bound_request_parsing()
+
 # gunicorn 27's control socket defaults to one path per user: several servers on one machine would share it.
 control_socket_disable = True
 accesslog = "-"

@@ -42,9 +42,16 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("out_of_stock", 409, "Not enough stock; `detail.items` is `[{product_id, sku, requested, available}]`."),
     ErrorCode("order_not_cancellable", 409, "Only a `pending_payment` order can be cancelled."),
     ErrorCode("request_too_large", 413, "The body is larger than the server accepts."),
+    ErrorCode("uri_too_long", 414, "The request line (method, path, query string) is longer than the server accepts."),
     ErrorCode("unsupported_media_type", 415, "The body is not `application/json`."),
     ErrorCode("idempotency_key_mismatch", 422, "The `Idempotency-Key` was used before with another body."),
     ErrorCode("rate_limited", 429, "Over a rate limit; `Retry-After` and `RateLimit-*` say when to come back."),
+    ErrorCode(
+        "headers_too_large",
+        431,
+        "The headers are too many or too large; `detail.reason` is `too_many`, `header_too_large` "
+        "(`detail.header` names it) or `total_too_large`.",
+    ),
     ErrorCode("internal_error", 500, "A bug on our side; it has been logged (`request_id` identifies it)."),
     ErrorCode("read_only_mode", 503, "Writes are refused for now (primary down or maintenance); reads work."),
     ErrorCode("dependency_unavailable", 503, "A service this request needs is down; retry after `Retry-After`."),
@@ -138,6 +145,16 @@ class NotAcceptableError(AppError):
 class RequestTooLargeError(AppError):
     code = "request_too_large"
     message = "The request body is too large."
+
+
+class UriTooLongError(AppError):
+    code = "uri_too_long"
+    message = "The request line is too long; send fewer or shorter query parameters."
+
+
+class HeadersTooLargeError(AppError):
+    code = "headers_too_large"
+    message = "The request headers are too large or too many."
 
 
 class UnsupportedMediaTypeError(AppError):

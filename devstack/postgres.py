@@ -62,6 +62,11 @@ BASE_SETTINGS: dict[str, str] = {
     "fsync": "off",
     "synchronous_commit": "off",
     "full_page_writes": "off",
+    # Dynamic shared memory (parallel query, etc.) as files in the data dir's pg_dynshmem/, not as
+    # /dev/shm/PostgreSQL.* (posix, the default): a killed node's segments stay with its data dir, are
+    # cleared by its next start and go with `down`, instead of piling up in /dev/shm where nothing may delete
+    # them by name (the machine's own PostgreSQL and other stacks keep theirs there).
+    "dynamic_shared_memory_type": "mmap",
     # A standby whose primary went away retries every second instead of every 5 s.
     "wal_retrieve_retry_interval": "1s",
     # Logging goes to the file given to `pg_ctl -l`.

@@ -2,14 +2,19 @@
 
 A broken environment prints one report and exits with gunicorn's application-load error code (4),
 so the master stops instead of respawning workers forever.
+
+The Django application is wrapped in :class:`core.wsgi_limits.RequestLimitsMiddleware`: a request line or
+headers over Bulwark's limits (gunicorn's own are set out of the way in ``gunicorn.conf.py``) are answered
+there as the JSON error envelope, before Django.
 """
 
 import os
 
 from django.core.wsgi import get_wsgi_application
 
+from core.wsgi_limits import RequestLimitsMiddleware
 from resilience.config.startup import config_or_exit
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.base")
 config_or_exit()
-application = get_wsgi_application()
+application = RequestLimitsMiddleware(get_wsgi_application())

@@ -212,7 +212,8 @@ SCHEMA: tuple[Var, ...] = (
         "int",
         "optional",
         "circuitBreakers",
-        "Consecutive failed gateway calls (down, 5xx, timeout) that open the breaker in a worker.",
+        "Consecutive failed gateway calls (down, 5xx, timeout) across all workers that open the breaker for "
+        "the fleet (shared through Redis; counted per worker while Redis is down).",
         default="3",
     ),
     Var(
@@ -220,7 +221,8 @@ SCHEMA: tuple[Var, ...] = (
         "duration",
         "optional",
         "circuitBreakers",
-        "How long an open gateway breaker skips the gateway before one trial call checks it again.",
+        "How long the open gateway breaker skips the gateway, fleet-wide, before one trial call (one for the "
+        "fleet) checks it again.",
         default="30s",
     ),
     Var(

@@ -204,6 +204,44 @@ def test_kill_primary_then_start(stack: Stack, notes: list[str]) -> None:
     assert cli("status").returncode == 0
 
 
+def test_shared_memory_stays_in_the_data_dirs_across_a_kill(stack: Stack) -> None:
+    """dynamic_shared_memory_type = mmap: segments are files in each node's pg_dynshmem/, never /dev/shm/PostgreSQL.*
+
+    Those files cannot be told apart by name or owner (the machine's PostgreSQL and other stacks make theirs
+    there at any time), so the check is what our nodes' own processes map, by /proc/<pid>/maps: a segment in
+    the data dir, none in /dev/shm/PostgreSQL.*; and a restart after kill -9 clears the dead node's segments.
+    """
+
+    def segments(node: str) -> set[str]:
+        return set(stack.psql(node, "select f from pg_ls_dir('pg_dynshmem') as f where f like 'mmap.%'").split())
+
+    def mapped_files(node: str) -> set[str]:
+        pid = stack.status()[node]["pid"]
+        files = set()
+        for p in [pid, *(d.pid for d in descendants(pid))]:
+            with suppress(FileNotFoundError, ProcessLookupError):  # a backend may exit meanwhile
+                files |= {line.split()[-1] for line in Path(f"/proc/{p}/maps").read_text().splitlines() if "/" in line}
+        return files
+
+    def check(node: str) -> set[str]:
+        assert stack.psql(node, "show dynamic_shared_memory_type") == "mmap"
+        own = segments(node)
+        mapped = mapped_files(node)
+        in_data_dir = {Path(f).name for f in mapped if "/pg_dynshmem/" in f}
+        assert in_data_dir and in_data_dir <= own, (own, mapped)
+        assert not [f for f in mapped if f.startswith("/dev/shm/PostgreSQL.")], mapped
+        return own
+
+    check("replica")
+    before = check("primary")
+    stack.kill("primary")
+    stack.start("primary")
+    after = check("primary")
+    assert not before & after  # the start after the crash removed the killed postmaster's segments
+    stack.wait_streaming(timeout=15)
+    check("replica")
+
+
 def test_hang_and_resume_replica(stack: Stack) -> None:
     env = stack.env()
     pid = stack.status()["replica"]["pid"]
