@@ -2,17 +2,22 @@
 
 A node is marked down by the first failure a request meets (its breaker opens at once) and marked up
 again only by a successful probe from the monitor thread, so an outage costs at most one timeout per
-process. Every change of state is logged (structured) and kept for the health layer.
+process. The process's registry shares its trips with the fleet (:mod:`resilience.db.trips`): a node one
+worker found dead is skipped by the others within about a second. Every change of state is logged
+(structured) and kept for the health layer.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from resilience.db.trips import SharedNodeTrips
 
 logger = logging.getLogger("resilience.db")
 
@@ -56,8 +61,19 @@ class NodeState:
 class NodeRegistry:
     """Thread-safe node states for this process."""
 
-    def __init__(self, replica_aliases: list[str], max_lag_seconds: float, naive: bool = False) -> None:
+    def __init__(
+        self,
+        replica_aliases: list[str],
+        max_lag_seconds: float,
+        naive: bool = False,
+        *,
+        trips: SharedNodeTrips | None = None,
+        trip_sync_seconds: float = 1.0,
+    ) -> None:
         self._lock = threading.Lock()
+        self.trips = trips  # None: this registry's trips are its own (a scratch registry, the naive mode)
+        self.trip_sync_seconds = trip_sync_seconds
+        self._trips_read_at = -math.inf
         self._states = {PRIMARY: NodeState(PRIMARY, "primary")}
         self._states.update({alias: NodeState(alias, "replica") for alias in replica_aliases})
         self.replica_aliases = list(replica_aliases)
@@ -75,6 +91,7 @@ class NodeRegistry:
             return {alias: state.as_dict() for alias, state in self._states.items()}
 
     def may_connect(self, alias: str) -> bool:
+        self._follow_trips()
         with self._lock:
             state = self._states.get(alias)  # an alias this registry does not know (a test's) is not guarded
         return self.naive or state is None or state.reachable
@@ -82,13 +99,14 @@ class NodeRegistry:
     def primary_available(self) -> bool:
         return self.may_connect(PRIMARY)
 
-    def mark_down(self, alias: str, error: BaseException | str) -> None:
+    def mark_down(self, alias: str, error: BaseException | str, *, tell_fleet: bool = True) -> None:
         reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        now = time.time()
         with self._lock:
             if alias not in self._states:
                 return
             before = self._states[alias]
-            self._states[alias] = replace(before, reachable=False, last_error=reason, changed_at=time.time())
+            self._states[alias] = replace(before, reachable=False, last_error=reason, changed_at=now)
         if before.reachable:
             logger.warning(
                 "database node down: %s (%s)",
@@ -96,6 +114,23 @@ class NodeRegistry:
                 reason,
                 extra={"event": "db_node_down", "node": alias, "error": reason},
             )
+            if tell_fleet and self.trips is not None:
+                self.trips.publish(alias, now)
+
+    def _follow_trips(self) -> None:
+        """Mark down the nodes other workers found dead since this process last probed them (once a second)."""
+        if self.trips is None:
+            return
+        now = time.monotonic()
+        if now - self._trips_read_at < self.trip_sync_seconds:
+            return
+        self._trips_read_at = now
+        with self._lock:
+            aliases = list(self._states)
+        for alias, tripped_at in self.trips.read(aliases).items():
+            state = self.state(alias)
+            if state.reachable and tripped_at > (state.probed_at or 0.0):
+                self.mark_down(alias, "reported down by another worker", tell_fleet=False)
 
     def record_probe(
         self, alias: str, *, in_recovery: bool, lag_seconds: float | None, lag_bytes: int | None, replay_lsn: int | None
@@ -137,6 +172,7 @@ class NodeRegistry:
 
     def readable_replicas(self, excluded: frozenset[str] = frozenset()) -> list[str]:
         """Replicas that may serve reads now: reachable, not lagging, not excluded; rotated per call."""
+        self._follow_trips()
         with self._lock:
             states = [self._states[alias] for alias in self.replica_aliases if alias not in excluded]
         candidates = [s.alias for s in states if self.naive or (s.reachable and not self._lagging(s))]
@@ -147,6 +183,7 @@ class NodeRegistry:
 
     def reachable_replicas(self) -> list[str]:
         """Replicas that answer at all (lagging ones included): the last resort when the primary is down."""
+        self._follow_trips()
         with self._lock:
             return [a for a in self.replica_aliases if self.naive or self._states[a].reachable]
 
@@ -164,16 +201,20 @@ def registry() -> NodeRegistry:
                 from django.conf import settings
 
                 config = settings.BULWARK_CONFIG
+                naive = config.db_failover_mode == "naive"
                 _registry = NodeRegistry(
                     [alias for alias in settings.DATABASES if alias != PRIMARY],
                     max_lag_seconds=config.db_replica_max_lag.total_seconds(),
-                    naive=config.db_failover_mode == "naive",
+                    naive=naive,
+                    trips=None if naive else SharedNodeTrips(),
                 )
     return _registry
 
 
 def reset_registry() -> None:
-    """Forget every node's state (tests)."""
+    """Forget every node's state, this process's and the trips it told the fleet (tests)."""
     global _registry
     with _registry_lock:
+        if _registry is not None and _registry.trips is not None:
+            _registry.trips.clear(list(_registry.snapshot()))
         _registry = None
