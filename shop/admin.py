@@ -126,6 +126,9 @@ class OrderAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     inlines = [OrderItemInline, PaymentInline]
 
+    def has_add_permission(self, request: HttpRequest) -> bool:  # orders come from checkout only
+        return False
+
 
 @admin.register(Payment)
 class PaymentAdmin(admin.ModelAdmin):
@@ -147,3 +150,6 @@ class PaymentAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:  # payments come with their order only
+        return False

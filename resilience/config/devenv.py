@@ -7,6 +7,7 @@ variables completes an old ``.env`` without touching the operator's edits.
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -26,10 +27,13 @@ def dotenv_complete(path: Path, values: dict[str, str]) -> list[str]:
     missing = {name: value for name, value in values.items() if name not in present}
     if missing:
         is_new = not path.exists()
-        with path.open("a", encoding="utf-8") as handle:
+        ends_open = not is_new and not path.read_bytes().endswith(b"\n") and path.stat().st_size > 0
+        # Created 0600 from the first byte (os.open's mode): the file holds secrets.
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a", encoding="utf-8") as handle:
             if is_new:
-                path.chmod(0o600)
                 handle.write("# Development environment written by `make run`. Edit freely: it is never overwritten.\n")
+            elif ends_open:
+                handle.write("\n")  # the last line stays the operator's: the first new variable starts a line
             for name, value in missing.items():
                 handle.write(f"{name}={value}\n")
     return list(missing)

@@ -31,7 +31,10 @@ logger = logging.getLogger("resilience.db")
 PROBE_INTERVAL_SECONDS = 1.0
 PROBE_DEADLINE_SECONDS = 3.0
 
-PRIMARY_PROBE = "SELECT pg_is_in_recovery(), pg_current_wal_insert_lsn()::text"
+# On a standby pg_current_wal_insert_lsn() raises ("recovery is in progress"): asked only of a node in charge.
+PRIMARY_PROBE = (
+    "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn() END::text"
+)
 REPLICA_PROBE = """
 SELECT pg_is_in_recovery(),
        CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text,
