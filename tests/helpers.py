@@ -1,14 +1,17 @@
-"""Shared by the tests: the error envelope and its invariants; real node failures (a port where nothing listens)."""
+"""Shared by the tests: the error envelope and its invariants; real node failures (a port where nothing listens);
+waiting for a condition (``poll``) rather than for a fixed time."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import connection, connections
 
+T = TypeVar("T")
 ENVELOPE_KEYS = {"code", "message", "detail", "request_id"}
 # The eight areas of /health and validate_env, as DESIGN.md names them (a contract: not imported from the code).
 HEALTH_AREAS = [
@@ -93,3 +96,16 @@ def dead(*aliases: str) -> Iterator[None]:
             stack.callback(node.settings_dict.__setitem__, "PORT", original)
             stack.callback(node.close)
         yield
+
+
+def poll(check: Callable[[], T], timeout: float, interval: float = 0.25) -> tuple[T, float]:
+    """Call ``check`` until it returns something truthy; returns (result, seconds taken). Raises on timeout."""
+    started = time.monotonic()
+    while True:
+        result = check()
+        waited = time.monotonic() - started
+        if result:
+            return result, waited
+        if waited >= timeout:
+            raise AssertionError(f"not reached within {timeout:.0f} s (last result: {result!r})")
+        time.sleep(interval)

@@ -34,15 +34,28 @@ def stack_redis_url() -> str:
 
 
 class HungRedis:
-    """Accepts connections (through the kernel's backlog) and never replies."""
+    """Accepts connections (through the kernel's backlog) and never replies; ``connections()`` counts them."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
+        self.sock.setblocking(False)
         self.url = f"redis://127.0.0.1:{self.sock.getsockname()[1]}/0"
+        self._accepted: list[socket.socket] = []  # held open: closing one would answer the client (EOF)
+
+    def connections(self) -> int:
+        """Connections made to it so far (each completed handshake waits in the backlog until taken here)."""
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return len(self._accepted)
+            self._accepted.append(conn)
 
     def close(self) -> None:
+        for conn in self._accepted:
+            conn.close()
         self.sock.close()
 
 

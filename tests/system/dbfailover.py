@@ -21,22 +21,22 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 
 from devstack import DevstackError, Stack
+from tests.helpers import poll
 from tests.system.conftest import ROOT, Gunicorn
 
 CONNECT_TIMEOUT = 2  # DB_CONNECT_TIMEOUT given to every server here
 REQUEST_TIMEOUT = 15  # client-side: a request that takes longer counts as hung
 PASSWORD = "correct horse battery staple"
 REPLICA_ALIAS = "replica_1"
-T = TypeVar("T")
 
 
 def app_env(stack_env: dict[str, str], **overrides: str) -> dict[str, str]:
@@ -71,19 +71,6 @@ def run_manage(*args: str, env: dict[str, str], timeout: float = 60) -> str:
     if proc.returncode != 0:
         raise AssertionError(f"manage.py {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
-
-
-def poll(check: Callable[[], T], timeout: float, interval: float = 0.25) -> tuple[T, float]:
-    """Call ``check`` until it returns something truthy; returns (result, seconds taken). Raises on timeout."""
-    started = time.monotonic()
-    while True:
-        result = check()
-        waited = time.monotonic() - started
-        if result:
-            return result, waited
-        if waited >= timeout:
-            raise AssertionError(f"not reached within {timeout:.0f} s (last result: {result!r})")
-        time.sleep(interval)
 
 
 class Deployment:

@@ -145,8 +145,9 @@ def test_lagging_replica_leaves_rotation_and_returns(tmp_path) -> None:
         thread = threading.Thread(target=writer, daemon=True)
         thread.start()
         try:
-            _, evicted_in = poll(lambda: "db_replica_lagging" in full_log(server), timeout=15)
-            time.sleep(1.5)  # both workers' monitors have probed the lag since
+            # Each worker's monitor logs the change once (none has logged it caught up again yet).
+            lagging, workers = f"db_replica_lagging: {REPLICA_ALIAS}", int(server.env["WEB_CONCURRENCY"])
+            _, evicted_in = poll(lambda: full_log(server).count(lagging) >= workers, timeout=15)
             assert deployment.replica_serves_reads(server, ids) == 0  # out of rotation: reads go to the primary
             deployment.stack.set_apply_delay(0)
             _, returned_in = poll(lambda: "db_replica_caught_up" in full_log(server), timeout=15)

@@ -1,9 +1,10 @@
 """The payment gateway failing, hanging and declining under checkout load, with real processes: a throwaway
 devstack, gunicorn (2 workers x 4 threads) and the fake gateway (``python -m devstack.fake_gateway``).
 
-- Hanging gateway: every checkout answers 201 ``pending_payment``; each worker's breaker opens (logged); once
-  open, no checkout waits on the gateway. The gateway back, ``retry_payments`` pays every order, and nothing
-  is charged twice -- not even the charges the hung gateway processed after the shop had given up on them.
+- Hanging gateway: every checkout answers 201 ``pending_payment``; the breaker opens for the fleet and every
+  worker follows (logged); once open, no checkout waits on the gateway. The gateway back, ``retry_payments``
+  pays every order, and nothing is charged twice -- not even the charges the hung gateway processed after the
+  shop had given up on them.
 - Failing (500), declining, and an operator forcing the breaker closed / open / automatic, obeyed by every
   worker within 2 s.
 
@@ -34,6 +35,7 @@ from tests.system.dbfailover import (
     assert_no_server_errors,
     customer_logged_in,
     full_log,
+    poll,
     product_ids,
     run_manage,
 )
@@ -55,7 +57,8 @@ class GatewayProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "devstack.fake_gateway", "--port", str(self.port), "--hang-seconds", "30"],
+            # A hung call is held until the mode changes (longer than any test): the gateway never drops it itself.
+            [sys.executable, "-m", "devstack.fake_gateway", "--port", str(self.port), "--hang-seconds", "900"],
             cwd=ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -199,7 +202,8 @@ def test_hanging_gateway_under_checkout_load_then_retry_payments_pays_once(tmp_p
         assert paid.status == 201 and paid.order_status == "paid", paid.describe()
 
         # The gateway hangs: checkouts keep coming back 201 pending_payment, each after at most one timeout,
-        # until every worker's breaker has opened.
+        # until the breaker has opened (fleet-wide) and every worker has followed.
+        calls_before_hang = gateway.state()["calls"]
         gateway.set_mode("hang")
         hung: list[Checkout] = []
         for _ in range(12):
@@ -224,8 +228,10 @@ def test_hanging_gateway_under_checkout_load_then_retry_payments_pays_once(tmp_p
 
         # The gateway is back. The hung requests it still held now go through (charged after the shop gave up);
         # retry_payments asks with the same keys: every order is paid, none twice.
+        held = calls - calls_before_hang  # checkout only POSTs a charge, once per order: one held request each
+        assert held >= FAILURES, (calls_before_hang, calls)  # the fleet failed that often before it opened
         gateway.set_mode("succeed")
-        time.sleep(0.5)
+        poll(lambda: gateway.state()["charges"] >= 1 + held, timeout=15, interval=0.1)  # every held one charged
         output = run_manage("retry_payments", env={**deployment.env, **gateway_env(gateway)})
         pending = len(hung) + len(fast)
         assert f"{pending} order(s) pending payment" in output, output
@@ -288,8 +294,8 @@ def test_failing_and_declining_gateway_and_operator_forcing_the_breaker(tmp_path
         assert max(r.elapsed for r in skipped) < READ_TIMEOUT
         assert gateway.state()["calls"] == calls
 
-        # Automatic again: each worker's breaker lets one trial call through (the checkouts that meet it while the
-        # trial runs stay pending_payment); the trial finds the gateway working and closes it: checkouts are paid.
+        # Automatic again: the breaker lets one trial call through for the fleet (the checkouts that meet it while
+        # the trial runs stay pending_payment); the trial finds the gateway working and closes it: checkouts are paid.
         wait_obeyed(control_set(deployment, force_open=False))
         resumed: list[Checkout] = []
         for _ in range(10):

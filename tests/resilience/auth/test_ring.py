@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
 import jwt
+import psycopg
 import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import OperationalError, connection
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from resilience.auth.exceptions import TokenNotValidError
 from resilience.auth.keys import ACTIVE, NEXT, PREVIOUS, RETIRED, REVOKED, StoredKey, kid_for_secret, ring_build
@@ -109,20 +113,17 @@ def test_no_key_material_in_any_repr() -> None:
 
 
 @pytest.mark.django_db
-def test_the_ring_is_read_at_most_once_per_interval(user) -> None:
+def test_the_ring_is_read_at_most_once_per_interval(user, settings) -> None:
     access = tokens_for_user(user)["access"]
     ring_cache.reset()
-    settings.BULWARK_JWT = {**settings.BULWARK_JWT, "RING_REFRESH_SECONDS": 3600}
-    try:
-        ring_cache.current()
-        reads = ring_cache.reads
-        with CaptureQueriesContext(connection) as queries:
-            for _ in range(200):
-                access_decode(access)
-        assert ring_cache.reads == reads
-        assert not [q for q in queries.captured_queries if "signingkey" in q["sql"]]
-    finally:
-        settings.BULWARK_JWT = {**settings.BULWARK_JWT, "RING_REFRESH_SECONDS": 1.0}
+    settings.BULWARK_JWT = {**settings.BULWARK_JWT, "RING_REFRESH_SECONDS": 3600}  # the fixture restores it
+    ring_cache.current()
+    reads = ring_cache.reads
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(200):
+            access_decode(access)
+    assert ring_cache.reads == reads
+    assert not [q for q in queries.captured_queries if "signingkey" in q["sql"]]
 
 
 @pytest.mark.django_db
@@ -163,6 +164,10 @@ ALL_NODES = pytest.mark.django_db(transaction=True, databases="__all__")
 
 def every_node_dead():
     return dead(*settings.DATABASES)
+
+
+def every_replica_dead():
+    return dead(*(alias for alias in settings.DATABASES if alias != "default"))
 
 
 def reread_due() -> None:
@@ -212,22 +217,47 @@ def test_a_ring_not_reread_for_too_long_is_no_longer_trusted(user) -> None:
             access_decode(access)  # it may miss a revocation by now
 
 
-def _unreadable(monkeypatch) -> None:
-    def unreachable(*args, **kwargs):
-        raise OperationalError("connection refused")
+@contextmanager
+def signing_keys_locked() -> Iterator[None]:
+    """Another session holds ACCESS EXCLUSIVE on the signing-key table: every read of it waits for the lock."""
+    holder = psycopg.connect(**connection.get_connection_params())  # its own session, not Django's
+    try:
+        holder.execute(f'LOCK TABLE "{SigningKey._meta.db_table}" IN ACCESS EXCLUSIVE MODE')  # held: no commit
+        yield
+    finally:
+        holder.rollback()
+        holder.close()
 
-    monkeypatch.setattr(SigningKey.objects, "values_list", unreachable)
 
-
-@pytest.mark.django_db(transaction=True)
-def test_a_failed_ring_read_inside_a_refresh_does_not_skip_the_blacklisting(user, monkeypatch) -> None:
-    # A read that fails while the same connection's transaction lives on: no dead node produces that, so the
-    # ring's query alone is made to fail here.
+@ALL_NODES
+def test_a_failed_ring_read_inside_a_refresh_does_not_skip_the_blacklisting(user, caplog) -> None:
+    # The ring falls due while the refresh holds the token's row (one interval passes just then), and its read
+    # fails for real inside that transaction: the primary gives up waiting for a lock (LockNotAvailable; the
+    # connection stays up, so the failed statement would abort the refresh's transaction without the ring's
+    # savepoint) and the replica is unreachable. The blacklisting must still commit.
     tokens = tokens_for_user(user)
-    ring_cache.current()
-    _unreadable(monkeypatch)
-    monkeypatch.setattr(ring_cache, "_checked_at", ring_cache._checked_at - 2)  # the re-read falls in the rotation
-    refresh_rotate(tokens["refresh"])
+    ring_cache.current()  # fresh: decoding the refresh token does not re-read it
+    ring_reads: list[bool] = []  # per read of the signing-key table: was it inside a transaction?
+
+    def clock_runs_out_inside_the_refresh(execute, sql, params, many, ctx):
+        if SigningKey._meta.db_table in sql:
+            ring_reads.append(connection.in_atomic_block)
+        result = execute(sql, params, many, ctx)
+        if "FOR UPDATE" in sql and OutstandingToken._meta.db_table in sql:  # the old token's row is locked
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '200ms'")  # for the rest of this transaction only
+            reread_due()
+        return result
+
+    with signing_keys_locked(), every_replica_dead(), connection.execute_wrapper(clock_runs_out_inside_the_refresh):
+        reads = ring_cache.reads
+        new_pair = refresh_rotate(tokens["refresh"])  # the ring read fails; the last ring signs
+    assert ring_cache.reads == reads + 1 and ring_reads == [True], ring_reads
+    unreadable = [r for r in caplog.records if getattr(r, "event", None) == "ring_unreadable"]
+    assert unreadable and "lock timeout" in unreadable[0].getMessage(), caplog.text  # a real failed query
+    assert access_decode(new_pair["access"])["user_id"] == str(user.pk)
+    old_jti = jwt.decode(tokens["refresh"], options={"verify_signature": False})["jti"]
+    assert BlacklistedToken.objects.filter(token__jti=old_jti).exists()  # committed, not rolled back
     with pytest.raises(TokenNotValidError) as replayed:
         refresh_rotate(tokens["refresh"])
     assert replayed.value.reason == "blacklisted"

@@ -64,11 +64,9 @@ def test_5xx_counts_and_opens_then_calls_skip_the_network(server):
             client.request("GET", "/charges/k1")
         assert excinfo.value.status == 500
     calls = server.calls()
-    started = time.monotonic()
     with pytest.raises(ExternalCircuitOpen) as excinfo:
         client.request("GET", "/charges/k1")
-    assert time.monotonic() - started < 0.05
-    assert server.calls() == calls  # not sent
+    assert server.calls() == calls  # not sent: the open breaker answered without the network
     assert not excinfo.value.forced and excinfo.value.retry_after > 0
 
 

@@ -131,11 +131,13 @@ def test_the_project_cache_is_the_fallback_cache_on_the_stack_redis() -> None:
 
 
 def test_a_hung_redis_costs_one_timeout_then_memory(make_cache, hung_redis, caplog) -> None:
-    cache = make_cache(hung_redis.url)
+    cache = make_cache(hung_redis.url, PROBE_INTERVAL=3600)  # no probe connects during the test
     first = timed(lambda: cache.set("a", 1))
-    assert TIMEOUT * 0.8 <= first < 1.0, first  # one socket timeout: no redis-py retries with backoff
-    rest = [timed(lambda: cache.incr("a")) for _ in range(50)]
-    assert max(rest) < 0.05, max(rest)  # the circuit is open: no call waits on Redis again
+    assert TIMEOUT * 0.8 <= first < TIMEOUT + 5, first  # it waited on the hung Redis, and not forever
+    assert hung_redis.connections() == 1  # one attempt: a redis-py retry would reconnect
+    for _ in range(50):
+        cache.incr("a")
+    assert hung_redis.connections() == 1  # the circuit is open: no call went to Redis again
     assert cache.get("a") == 51  # answered from memory, consistently
     assert len(events(caplog, "cache_redis_down")) == 1
     state = cache.snapshot()
@@ -145,14 +147,15 @@ def test_a_hung_redis_costs_one_timeout_then_memory(make_cache, hung_redis, capl
 
 def test_a_refused_redis_fails_over_at_once(make_cache, caplog) -> None:
     cache = make_cache(dead_redis_url())
-    assert timed(lambda: cache.add("k", 0, 60)) < 0.2
+    # No hang: a refused connect pays no timeout (and redis-py's retries are off, see above).
+    assert timed(lambda: cache.add("k", 0, 60)) < TIMEOUT + 2
     assert cache.incr("k") == 1 and cache.get("k") == 1
     assert cache.uses_memory()
     assert len(events(caplog, "cache_redis_down")) == 1
 
 
 def test_concurrent_requests_pay_at_most_one_timeout_each(make_cache, hung_redis) -> None:
-    cache = make_cache(hung_redis.url)
+    cache = make_cache(hung_redis.url, PROBE_INTERVAL=3600)  # no probe connects during the test
     threads, calls = 8, 25
     durations: list[float] = []
     lock = threading.Lock()
@@ -170,11 +173,11 @@ def test_concurrent_requests_pay_at_most_one_timeout_each(make_cache, hung_redis
     for thread in workers:
         thread.join(timeout=30)
     wall = time.perf_counter() - started
-    slow = [d for d in durations if d > 0.1]
     assert len(durations) == threads * calls
-    assert len(slow) <= threads, slow  # a thread in flight when Redis hung pays one timeout; no call pays two
-    assert max(durations) < 2 * TIMEOUT + 0.3, max(durations)
-    assert wall < 3 * TIMEOUT + 1.0, wall  # the process as a whole lost about one timeout, not one per call
+    # Only a call in flight when the circuit opened reached Redis, once (one per thread at most): the process
+    # as a whole lost about one timeout, not one per call.
+    assert 1 <= hung_redis.connections() <= threads
+    assert max(durations) < TIMEOUT + 5 and wall < TIMEOUT + 10, (max(durations), wall)  # and nothing hung
 
 
 def test_a_probe_returns_to_redis_when_it_answers_again(make_cache, redis_process, caplog) -> None:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from resilience.idempotency.exceptions import IdempotencyKeyMismatchError
@@ -161,8 +163,9 @@ def test_retry_of_a_never_finished_request_replays_the_provisional_response_afte
     assert handler.calls == 0
 
 
+@pytest.mark.django_db(transaction=True)  # the first request's thread must see, and write, committed rows
 def test_retry_waits_for_an_unfinished_request_and_replays_its_final_response(user):
-    IdempotencyRecord.objects.create(
+    record = IdempotencyRecord.objects.create(
         user=user,
         scope=SCOPE,
         key="busy",
@@ -171,15 +174,36 @@ def test_retry_waits_for_an_unfinished_request_and_replays_its_final_response(us
         response_body='{"status": "pending_payment"}',
         complete=False,
     )
-    original = IdempotencyRecord.objects.get
+    retry_read_it = threading.Event()  # the retry has read the record (still incomplete: nobody completed it yet)
+    completed = threading.Event()
 
-    def finishing_meanwhile(*args, **kwargs):  # the first request completes while the retry polls
-        IdempotencyRecord.objects.filter(key="busy").update(response_body='{"status": "paid"}', complete=True)
-        return original(*args, **kwargs)
+    def first_request_finishes() -> None:  # on its own thread and connection, like the first request
+        try:
+            if retry_read_it.wait(timeout=10):
+                time.sleep(0.3)  # the retry keeps polling meanwhile
+                IdempotencyRecord.objects.filter(pk=record.pk).update(response_body='{"status": "paid"}', complete=True)
+                completed.set()
+        finally:
+            connection.close()
 
-    IdempotencyRecord.objects.get = finishing_meanwhile
-    try:
-        result = _call(user, CountingHandler(), key="busy")
-    finally:
-        IdempotencyRecord.objects.get = original
-    assert result.body == {"status": "paid"} and result.replayed
+    def watch(execute, sql, params, many, ctx):
+        result = execute(sql, params, many, ctx)
+        if sql.lstrip().upper().startswith("SELECT") and IdempotencyRecord._meta.db_table in sql:
+            retry_read_it.set()
+        return result
+
+    finisher = threading.Thread(target=first_request_finishes, daemon=True)
+    finisher.start()
+    handler = CountingHandler()
+    with connection.execute_wrapper(watch):
+        result = idempotent_call(
+            user=user, scope=SCOPE, key="busy", request_body={}, handler=handler, finish=None, finish_wait=30
+        )
+    returned_after_completion = completed.is_set()
+    finisher.join(timeout=10)
+    assert not finisher.is_alive()
+    # The record was incomplete when the retry first read it; the final body can only come from a read after
+    # the other thread's commit, so the retry waited for it (and not for its whole finish_wait).
+    assert returned_after_completion
+    assert (result.status, result.body, result.replayed) == (201, {"status": "paid"}, True)
+    assert handler.calls == 0

@@ -7,7 +7,7 @@ import time
 from decimal import Decimal
 
 import pytest
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 
 from resilience.breakers.breaker import State
 from resilience.breakers.registry import breaker_get
@@ -19,7 +19,7 @@ from shop.payments.gateways import gateway_reset
 from shop.payments.models import Payment
 from tests.conftest import client_for
 from tests.factories import ProductFactory, UserFactory
-from tests.helpers import run_together
+from tests.helpers import poll, run_together
 from tests.shop.payments.conftest import BREAKER_FAILURES, READ_TIMEOUT
 
 ORDERS = "/api/orders/"
@@ -34,6 +34,23 @@ def _fill_cart(user, quantity: int = 2) -> Product:
     product = ProductFactory(price=Decimal("4.00"), stock=10)
     cart_add_item(user=user, product_id=product.id, quantity=quantity)
     return product
+
+
+def db_now():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        return cursor.fetchone()[0]
+
+
+def retries_polling(since) -> int:
+    """Sessions opened since ``since`` whose latest statement read an idempotency record."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_start >= %s AND query LIKE 'SELECT %%' AND query LIKE %s",
+            [since, f"%{IdempotencyRecord._meta.db_table}%"],
+        )
+        return cursor.fetchone()[0]
 
 
 def _stock(product: Product) -> int:
@@ -98,11 +115,9 @@ def test_after_the_breaker_opens_checkout_does_not_call_the_gateway(gateway, use
     assert breaker_get("payment_gateway").state is State.OPEN
     calls = gateway.calls()
     _fill_cart(user, quantity=1)
-    started = time.monotonic()
     response = _checkout(client)
-    assert time.monotonic() - started < READ_TIMEOUT  # no timeout paid
     assert response.status_code == 201 and response.json()["status"] == "pending_payment"
-    assert gateway.calls() == calls
+    assert gateway.calls() == calls  # not called, so no timeout paid
     order = Order.objects.get(pk=response.json()["id"])
     assert order.payments.get().attempts == 0  # skipped, not attempted
 
@@ -143,10 +158,26 @@ def test_concurrent_retries_while_the_gateway_is_slow_all_get_the_final_body(gat
     user = UserFactory()
     _fill_cart(user)
     gateway.set_mode("hang")
-    # Release the hung charge once the retries are waiting on the record: the answer then is "succeeded".
-    threading.Timer(1.0, gateway.set_mode, args=("succeed",)).start()
+    since = db_now()  # the requests' threads open their own sessions after this
+    waited: list[tuple[int, float] | AssertionError] = []
+
+    def release_once_the_retries_wait() -> None:
+        """Release the hung charge once it is at the gateway and the five retries are polling the record (their
+        sessions' latest statement read it): the answer then is "succeeded"."""
+        try:
+            waited.append(poll(lambda: gateway.calls() >= 1 and retries_polling(since) >= 5, timeout=8, interval=0.05))
+        except AssertionError as exc:
+            waited.append(exc)
+        finally:
+            gateway.set_mode("succeed")  # within the 10 s read timeout: the first request gets the answer
+            connection.close()
+
+    releaser = threading.Thread(target=release_once_the_retries_wait, daemon=True)
+    releaser.start()
     clients = [client_for(user) for _ in range(6)]
     outcomes = run_together([lambda client=client: _checkout(client, key="slow-key") for client in clients])
+    releaser.join(timeout=30)
+    assert waited and not isinstance(waited[0], AssertionError), waited
     responses = [value for kind, value in outcomes if kind == "ok"]
     assert len(responses) == 6, outcomes
     assert {r.status_code for r in responses} == {201}

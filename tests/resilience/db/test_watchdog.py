@@ -1,0 +1,101 @@
+"""The query watchdog against real PostgreSQL sessions: a query still running at its deadline is cut off (the
+client gets an error at once instead of waiting), one that finished in time is left alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from django.db import connections
+
+from resilience.db.nodes import PRIMARY
+from resilience.db.watchdog import QueryWatchdog
+
+pytestmark = pytest.mark.django_db  # the test database exists (the sessions below are not Django's)
+
+SLEEP = 30  # a query far longer than any deadline here: cut off, it ends in well under that
+
+
+@pytest.fixture
+def session() -> Iterator[Callable[[], psycopg.Connection]]:
+    """Opens autocommit sessions on the test primary; each is closed, and its server process ended, afterwards."""
+    opened: list[tuple[psycopg.Connection, int]] = []
+
+    def open_session() -> psycopg.Connection:
+        conn = psycopg.connect(**connections[PRIMARY].get_connection_params(), autocommit=True)
+        opened.append((conn, conn.info.backend_pid))
+        return conn
+
+    yield open_session
+    with psycopg.connect(**connections[PRIMARY].get_connection_params(), autocommit=True) as admin:
+        for conn, pid in opened:
+            conn.close()
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])  # a cut-off pg_sleep runs on otherwise
+
+
+def test_a_query_past_its_deadline_is_cut_off(session, caplog) -> None:
+    conn = session()
+    watchdog = QueryWatchdog()
+    ticket = watchdog.arm(conn.pgconn.socket, 0.3, "primary (test)")
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError):
+        conn.execute(f"SELECT pg_sleep({SLEEP})")
+    watchdog.disarm(ticket)
+    assert time.monotonic() - started < SLEEP / 2  # cut off, not waited out
+    assert conn.broken or conn.closed
+    assert "query deadline passed on primary (test)" in caplog.text
+
+
+def test_a_query_that_finished_in_time_keeps_its_connection(session, caplog) -> None:
+    conn = session()
+    watchdog = QueryWatchdog()
+    ticket = watchdog.arm(conn.pgconn.socket, 0.3, "primary (test)")
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    watchdog.disarm(ticket)
+    time.sleep(0.6)  # the deadline passes (no event to wait for: nothing is supposed to happen)
+    assert conn.execute("SELECT 2").fetchone() == (2,)
+    assert "query deadline passed" not in caplog.text
+
+
+def test_an_earlier_deadline_armed_later_is_not_kept_waiting_behind_a_later_one(session) -> None:
+    patient, hurried = session(), session()
+    watchdog = QueryWatchdog()
+    long_ticket = watchdog.arm(patient.pgconn.socket, 600, "patient")
+    # Let its thread start and settle on that deadline (were it slower, this test would prove less, never fail).
+    time.sleep(0.3)
+    ticket = watchdog.arm(hurried.pgconn.socket, 0.3, "hurried")
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError):
+        hurried.execute(f"SELECT pg_sleep({SLEEP})")
+    assert time.monotonic() - started < SLEEP / 2
+    watchdog.disarm(ticket)
+    watchdog.disarm(long_ticket)
+    assert patient.execute("SELECT 1").fetchone() == (1,)  # only the query past its deadline was cut
+
+
+def test_every_query_past_its_deadline_is_cut_off_one_watchdog_for_all(session) -> None:
+    conns = [session() for _ in range(4)]
+    watchdog = QueryWatchdog()
+    tickets = [watchdog.arm(conn.pgconn.socket, 0.2 + 0.1 * n, f"session {n}") for n, conn in enumerate(conns)]
+    started = time.monotonic()
+    # The sleeps run concurrently, each in its own thread, as each worker thread runs its own query.
+    errors: list[BaseException | None] = [None] * len(conns)
+
+    def run(n: int) -> None:
+        try:
+            conns[n].execute(f"SELECT pg_sleep({SLEEP})")
+        except psycopg.OperationalError as exc:
+            errors[n] = exc
+
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(len(conns))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=SLEEP + 10)
+    for ticket in tickets:
+        watchdog.disarm(ticket)
+    assert all(isinstance(error, psycopg.OperationalError) for error in errors), errors
+    assert time.monotonic() - started < SLEEP / 2
