@@ -1,75 +1,47 @@
 """Database settings from ``DATABASE_URL`` (libpq multi-host allowed) or the seed's discrete ``DB_*`` variables.
 
-Messages about these URLs never quote them: they carry passwords.
+A URL is parsed by django-environ's ``db_url_config`` behind Bulwark's libpq host pre-pass
+(:meth:`resilience.config.env.BulwarkEnv.db_url_config`, :func:`resilience.config.env.libpq_url`): one port per
+host, IPv6 hosts unbracketed, ``%2F`` socket directories decoded. Messages about these URLs never quote them:
+they carry passwords.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
+from resilience.config.env import BulwarkEnv, UrlProblem, split_host
 from resilience.config.reader import EnvReader
 
-_POSTGRES_SCHEMES = {"postgres", "postgresql", "pgsql"}
+# Replica URLs are comma-separated, and one URL may list several hosts with commas too: a new URL starts
+# only where a scheme does.
+_NEXT_URL = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 _URL_HELP = "use postgres://user:password@host:5432/dbname (several hosts allowed: host1:5432,host2:5432)"
-
-
-def _split_host(hostport: str) -> tuple[str, str] | None:
-    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` as (host, port); None when malformed."""
-    if hostport.startswith("["):
-        host, sep, rest = hostport[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            return None
-        port = rest[1:]
-    elif hostport.count(":") == 1:
-        host, _, port = hostport.partition(":")
-    elif ":" in hostport:
-        return None
-    else:
-        host, port = hostport, ""
-    if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
-        return None
-    return host, port
+# Django settings that django-environ lifts out of a URL's query string (``Env._DB_BASE_OPTIONS``). Bulwark sets
+# them itself in settings/base.py (persistent connections with health checks, autocommit, no request-wide
+# transaction: checkout charges after its commit), so one given in the URL would be overridden or break that.
+_DJANGO_OPTIONS = tuple(BulwarkEnv._DB_BASE_OPTIONS)
 
 
 def parse_database_url(reader: EnvReader, name: str, url: str, connect_timeout: int) -> dict[str, Any] | None:
     """A libpq URL as a Django DATABASES entry (libpq options pass through), or None and an error."""
     try:
-        parts = urlsplit(url)
-        options: dict[str, Any] = dict(parse_qsl(parts.query))
-    except ValueError:
-        parts, options = None, {}
-    if parts is None or parts.scheme not in _POSTGRES_SCHEMES or not parts.path.strip("/"):
-        reader.error(name, f"not a PostgreSQL URL; {_URL_HELP}.")
+        entry = reader.env.db_url_config(url)
+    except UrlProblem as problem:
+        reader.error(name, f"{problem}; {_URL_HELP}.")
         return None
-    userinfo, _, hostlist = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    hosts: list[str] = []
-    ports: list[str] = []
-    if hostlist:
-        for hostport in hostlist.split(","):
-            split = _split_host(hostport)
-            if split is None:
-                reader.error(name, f"a host in the URL is not host or host:port; {_URL_HELP}.")
-                return None
-            hosts.append(split[0])
-            ports.append(split[1] or "5432")
-    elif "host" in options:  # a Unix socket directory: postgres:///db?host=/var/run/postgresql
-        hosts.append(options.pop("host"))
-        ports.append(str(options.pop("port", "5432")))
-    else:
-        reader.error(name, f"the URL names no host; {_URL_HELP}.")
+    given = [option.lower() for option in _DJANGO_OPTIONS if option in entry]
+    if given:
+        reader.error(
+            name,
+            f"the URL sets {', '.join(given)}, which Bulwark sets itself (persistent connections with health "
+            f"checks, autocommit, no request-wide transaction); remove {'it' if len(given) == 1 else 'them'} "
+            "from the URL.",
+        )
         return None
-    options.setdefault("connect_timeout", connect_timeout)
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": unquote(parts.path.lstrip("/")),
-        "USER": unquote(user),
-        "PASSWORD": unquote(password),
-        "HOST": ",".join(hosts),
-        "PORT": ",".join(ports),
-        "OPTIONS": options,
-    }
+    entry["OPTIONS"].setdefault("connect_timeout", connect_timeout)
+    return entry
 
 
 def _same_node(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -108,7 +80,8 @@ def read_databases(reader: EnvReader, connect_timeout: int) -> tuple[dict[str, A
         reader.error("DATABASE_URL", "missing. Give DATABASE_URL, or DB_HOST with DB_USERNAME, DB_PASSWORD, DB_NAME.")
 
     replicas: list[dict[str, Any]] = []
-    replica_urls = reader.items("DATABASE_REPLICA_URLS")
+    listed = reader.raw("DATABASE_REPLICA_URLS")
+    replica_urls = [url.strip() for url in _NEXT_URL.split(listed) if url.strip()] if listed else []
     for index, replica_url in enumerate(replica_urls, start=1):
         parsed = parse_database_url(reader, "DATABASE_REPLICA_URLS", replica_url, connect_timeout)
         if parsed and primary and _same_node(parsed, primary):
@@ -119,7 +92,7 @@ def read_databases(reader: EnvReader, connect_timeout: int) -> tuple[dict[str, A
     if replica_host and replica_urls:
         reader.warning("DB_HOST_REPLICA", "ignored: DATABASE_REPLICA_URLS is set too, and the URLs win.")
     elif replica_host and primary:
-        split = _split_host(replica_host)
+        split = split_host(replica_host)
         if split is None:
             reader.error("DB_HOST_REPLICA", f"{replica_host!r} is not host or host:port.")
         else:

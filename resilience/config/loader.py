@@ -2,7 +2,9 @@
 
 A problem never stops the pass: every variable is checked and all problems are reported together,
 so an operator fixes a broken deployment in one round. A ``.env`` file is read when present (the
-real environment wins). Nothing here opens a connection.
+real environment wins; django-environ's parser, into a dict of its own: ``os.environ`` is never written);
+a ``.env`` that cannot be read, or a line in it that is not ``NAME=value``, is a problem like any other.
+Nothing here opens a connection.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from resilience.config.database import read_databases
+from resilience.config.env import BulwarkEnv, Dotenv, dotenv_read
 from resilience.config.ratelimit import Rate, read_rates
-from resilience.config.reader import EnvReader, Finding, read_dotenv
+from resilience.config.reader import EnvReader, Finding
 from resilience.config.schema import SCHEMA
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -96,10 +99,16 @@ class Config:
 
 def dotenv_path(environ: Mapping[str, str]) -> Path | None:
     """The ``.env`` file to read: ``DOTENV_FILE`` when set (``none``: no file), else ``.env`` in the project root."""
-    chosen = environ.get("DOTENV_FILE", "").strip()
+    chosen = (BulwarkEnv(environ).str("DOTENV_FILE", default=None) or "").strip()
     if chosen.lower() == "none":
         return None
     return Path(chosen) if chosen else PROJECT_ROOT / ".env"
+
+
+def _read_environment() -> tuple[dict[str, str], Dotenv]:
+    dotenv = dotenv_read(dotenv_path(os.environ))
+    # The real environment wins over the file (as django-environ's read_env does, without writing os.environ).
+    return {**dotenv.values, **os.environ}, dotenv
 
 
 def environment() -> dict[str, str]:
@@ -107,8 +116,7 @@ def environment() -> dict[str, str]:
 
     A ``DOTENV_FILE`` that names no file is kept visible: :func:`load_config` reports it.
     """
-    path = dotenv_path(os.environ)
-    return {**(read_dotenv(path) if path else {}), **os.environ}
+    return _read_environment()[0]
 
 
 def _proxy_ssl_header(reader: EnvReader) -> tuple[str, str] | None:
@@ -219,11 +227,20 @@ def _spof_warnings(reader: EnvReader, config: Config) -> None:
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> Config:
-    """Validate the environment (plus ``.env``) and return it typed, or raise ConfigError listing every problem."""
-    reader = EnvReader(environment() if environ is None else environ)
+    """Validate the environment (plus ``.env``) and return it typed, or raise ConfigError listing every problem.
+
+    With no ``environ``, the process environment and the ``.env`` file are read, and a problem with the file
+    (unreadable, a line that is not ``NAME=value``) is reported too; a given ``environ`` is taken as it is.
+    """
+    dotenv = None
+    if environ is None:
+        environ, dotenv = _read_environment()
+    reader = EnvReader(environ)
     chosen = reader.raw("DOTENV_FILE")
     if chosen and chosen.lower() != "none" and not Path(chosen).is_file():
         reader.error("DOTENV_FILE", f"{chosen} is not a file; point it at your .env file, or use none.")
+    elif dotenv is not None and dotenv.problem:
+        reader.error("DOTENV_FILE", dotenv.problem)
 
     secret_key = reader.text("SECRET_KEY") or ""
     if secret_key and (len(secret_key) < 50 or len(set(secret_key)) < 5 or secret_key.startswith("django-insecure-")):

@@ -1,7 +1,10 @@
 """Typed reads of environment variables that record problems instead of stopping at the first one.
 
-Secrets may come from ``NAME_FILE``. Values are taken literally: no ``$VAR`` interpolation, which
-trips generated secrets that contain ``$``.
+Every value comes through :class:`~resilience.config.env.BulwarkEnv` (django-environ, values literal, ``NAME_FILE``
+for any variable). django-environ's exact casts are used as they are; where its casts are lenient the reads below
+validate first: a boolean must be one of the words below (``Env.bool('maybe')`` is False), a number must be one
+(``Env.float('x1')`` is 1.0), a URL must have an accepted scheme and a host (``Env.url('not a url')`` is a URL).
+Messages name the variable; they quote a bad value only when it is neither a secret nor a URL.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlparse
 
+from resilience.config.env import BulwarkEnv, parse_dotenv
 from resilience.config.schema import SCHEMA_BY_NAME
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
@@ -37,21 +41,15 @@ class Finding:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a ``.env`` file: ``KEY=value`` lines, ``#`` comments, optional quotes; values taken literally."""
-    values: dict[str, str] = {}
+    """A ``.env`` file's values, parsed by django-environ's ``read_env`` into a dict (never ``os.environ``).
+
+    ``KEY=value`` lines (``export`` allowed), ``#`` comments, optional quotes; values literal (``$`` is kept).
+    A line that is not ``NAME=value`` is skipped here (the loader reports it by number); no file gives ``{}``,
+    a file that cannot be read raises ``OSError`` or ``UnicodeDecodeError``.
+    """
     if not path.is_file():
-        return values
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        key = key.strip().removeprefix("export ").strip()
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
-    return values
+        return {}
+    return parse_dotenv(path.read_text(encoding="utf-8-sig"))[0]
 
 
 MAX_DURATION = timedelta(days=3650)
@@ -78,7 +76,7 @@ class EnvReader:
     """Reads typed values, collecting a :class:`Finding` for each problem (never a secret's value)."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
-        self.environ = environ
+        self.env = BulwarkEnv(environ)
         self.findings: list[Finding] = []
         self.present: set[str] = set()
         self._raw: dict[str, str | None] = {}
@@ -106,22 +104,17 @@ class EnvReader:
         return self._raw[name]
 
     def _read(self, name: str) -> str | None:
+        value = self.env.str(name, default=None)
         file_name = f"{name}_FILE"
-        if self.environ.get(file_name, "").strip():
-            path = Path(self.environ[file_name].strip())
-            try:
-                value = path.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-                self._file_problem.add(name)
-                self.error(file_name, f"cannot read {path} ({why}); give a readable text file.")
-                return None
-            if not value:
-                self._file_problem.add(name)
-                self.error(file_name, f"{path} is empty; it must hold the value of {name}.")
-                return None
-        else:
-            value = (self.environ.get(name) or "").strip()
+        if name in self.env.file_problems:
+            self._file_problem.add(name)
+            self.error(file_name, self.env.file_problems[name])
+            return None
+        value = (value or "").strip()
+        if not value and self.env.from_file(name):
+            self._file_problem.add(name)
+            self.error(file_name, f"{self.env.ENVIRON.file_of(name)} is empty; it must hold the value of {name}.")
+            return None
         if value:
             self.present.add(name)
         return value or None
@@ -143,7 +136,7 @@ class EnvReader:
         var = SCHEMA_BY_NAME[name]
         value = self.raw(name) or var.default or "0"
         try:
-            number = int(value)
+            number = self.env.parse_value(value, int)  # int(): exact, unlike Env.float ('x1' -> 1.0)
         except ValueError:
             self.error(name, f"{self._shown(name, value)} is not a whole number. {var.help}")
             return int(var.default or 0)
@@ -156,10 +149,10 @@ class EnvReader:
     def boolean(self, name: str) -> bool:
         var = SCHEMA_BY_NAME[name]
         value = (self.raw(name) or var.default or "false").lower()
-        if value in _TRUE | _FALSE:
-            return value in _TRUE
-        self.error(name, f"{self._shown(name, value)} is not a boolean; use true or false.")
-        return (var.default or "false") in _TRUE
+        if value not in _TRUE | _FALSE:  # Env.bool reads any other word as False
+            self.error(name, f"{self._shown(name, value)} is not a boolean; use true or false.")
+            value = var.default or "false"
+        return self.env.parse_value(value, bool)
 
     def duration(self, name: str) -> timedelta:
         var = SCHEMA_BY_NAME[name]
@@ -181,22 +174,24 @@ class EnvReader:
 
     def items(self, name: str) -> list[str]:
         value = self.raw(name)
-        return [item.strip() for item in value.split(",") if item.strip()] if value else []
+        return [item.strip() for item in self.env.parse_value(value, list) if item.strip()] if value else []
 
     def url(self, name: str, schemes: set[str], example: str, value: str | None = None) -> str | None:
-        """A URL with one of ``schemes``, a host and a valid port (if any), or None and an error."""
+        """A URL with one of ``schemes``, a host and a valid port (if any), or None and an error.
+
+        The message never quotes the URL: any URL may carry a user and password.
+        """
         value = value if value is not None else self.raw(name)
         if value is None:
             return None
         try:
-            parts = urlsplit(value)
+            parts = self.env.parse_value(value, urlparse)  # Env.url's cast: it accepts anything
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
             valid = parts.scheme in schemes and bool(parts.netloc or parts.scheme == "unix")
+            valid = valid and not any(char.isspace() for char in value)
         except ValueError:
             valid = False
         if not valid:
-            self.error(
-                name, f"{self._shown(name, value)} is not a valid {'/'.join(sorted(schemes))} URL; use e.g. {example}."
-            )
+            self.error(name, f"the value given is not a valid {'/'.join(sorted(schemes))} URL; use e.g. {example}.")
             return None
         return value

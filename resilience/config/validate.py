@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from resilience.config.loader import ConfigError, environment, load_config
+from resilience.config.loader import ConfigError, load_config
 from resilience.config.schema import AREA_TITLES
 from resilience.config.spof import AreaReport, assess_config, assess_invalid
 
@@ -24,7 +24,7 @@ _ICONS = {"ok": "✅", "warning": "⚠️ ", "error": "❌"}
 def analyse(environ: Mapping[str, str] | None = None) -> tuple[int, dict[str, AreaReport]]:
     """The exit code and each area's report."""
     try:
-        config = load_config(environment() if environ is None else environ)
+        config = load_config(environ)  # None: the process environment and .env, with the file's own problems
     except ConfigError as exc:
         return EXIT_INVALID, assess_invalid(exc.findings, exc.provided)
     reports = assess_config(config)
