@@ -55,6 +55,12 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("internal_error", 500, "A bug on our side; it has been logged (`request_id` identifies it)."),
     ErrorCode("read_only_mode", 503, "Writes are refused for now (primary down or maintenance); reads work."),
     ErrorCode("dependency_unavailable", 503, "A service this request needs is down; retry after `Retry-After`."),
+    ErrorCode(
+        "outcome_unknown",
+        503,
+        "A write was cut off after it was sent (the database stopped answering): it may have committed. Read the "
+        "resource again; a checkout retried with the same `Idempotency-Key` answers what happened.",
+    ),
 )
 CODES: dict[str, ErrorCode] = {entry.code: entry for entry in ERROR_CODES}
 

@@ -23,6 +23,7 @@ class RoutingState:
     read_only_refused: bool = False  # the "primary" turned out to be read-only (SQLSTATE 25006)
     retried: bool = False
     force_primary: bool = False  # inside primary_reads(): reads go to the primary when it is up
+    outcome_unknown: bool = False  # a write was cut off after it reached the primary (it may have committed)
 
 
 _state: ContextVar[RoutingState | None] = ContextVar("bulwark_db_routing", default=None)
@@ -46,6 +47,18 @@ def record_failure(alias: str, *, read_only: bool = False) -> None:
     if state is not None:
         state.failed.add(alias)
         state.read_only_refused = state.read_only_refused or read_only
+
+
+def record_write() -> None:
+    state = _state.get()
+    if state is not None:
+        state.wrote = True
+
+
+def record_outcome_unknown() -> None:
+    state = _state.get()
+    if state is not None:
+        state.outcome_unknown = True
 
 
 def read_from_replica() -> bool:

@@ -24,6 +24,21 @@ class ReadOnlyModeError(AppError, DatabaseError):
         super().__init__(message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
+class OutcomeUnknownError(AppError, DatabaseError):
+    """A write was cut off after it reached the primary (a statement in autocommit, or the COMMIT itself): it may
+    have committed, so saying "nothing was written" (read_only_mode) would be a lie."""
+
+    code = "outcome_unknown"
+    message = (
+        "The database stopped answering while this write was being committed: it may or may not have been "
+        "saved. Read it again before retrying (a checkout retried with the same Idempotency-Key answers what "
+        "happened)."
+    )
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 class DatabaseUnavailableError(DependencyUnavailableError):
     """No database node could answer a read."""
 

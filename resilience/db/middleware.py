@@ -1,9 +1,10 @@
 """Per-request database routing: sets up the routing state, re-runs a request that met a failed node,
-answers writes with ``503 read_only_mode`` when the primary is down, and hands out read-your-writes tokens.
+answers writes with ``503 read_only_mode`` when the primary is down (``503 outcome_unknown`` when a write was cut
+off after it was sent: it may have committed), and hands out read-your-writes tokens.
 
-Re-running is safe for GET/HEAD/OPTIONS; a write request is re-run only when nothing reached the primary yet
-(its failure was a replica read), or when the primary alias led to a node that refused the write as read-only
-(SQLSTATE 25006: nothing was written), after the connection is discarded.
+Re-running is safe for GET/HEAD/OPTIONS; a write request is re-run only when it wrote nothing yet (its failure
+was a read, on a replica or on the primary), or when the primary alias led to a node that refused the write as
+read-only (SQLSTATE 25006: nothing was written), after the connection is discarded.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from core.exceptions import AppError, RequestTooLargeError
 from resilience.controls.state import db_controls
 from resilience.db import consistency
 from resilience.db.context import RoutingState, routing
-from resilience.db.exceptions import MAINTENANCE_MESSAGE, DatabaseUnavailableError, ReadOnlyModeError
+from resilience.db.exceptions import (
+    MAINTENANCE_MESSAGE,
+    DatabaseUnavailableError,
+    OutcomeUnknownError,
+    ReadOnlyModeError,
+)
 from resilience.db.monitor import monitor_start
 from resilience.db.nodes import PRIMARY, registry
 
@@ -76,20 +82,25 @@ class DatabaseRoutingMiddleware:
             return None  # not a node failure: a bug, reported as one
         for alias in state.failed:
             connections[alias].close()
-        # A write request may run again when nothing reached the primary yet: its failed step was a read on a
-        # replica (e.g. the user lookup while authenticating), so running it again cannot write twice.
-        replica_read_only = not state.wrote and PRIMARY not in state.failed
-        if not state.retried and (state.safe_method or state.read_only_refused or replica_read_only):
+        # A write request may run again when it wrote nothing yet: its failed step was a read (on a replica, e.g.
+        # the user lookup while authenticating, or on the primary just as it died), so running it again cannot
+        # write twice. Every statement that changes something marks the request as having written
+        # (the router for the ORM, the backend for raw SQL).
+        nothing_written = not state.wrote and not state.outcome_unknown
+        if not state.retried and (state.safe_method or state.read_only_refused or nothing_written):
             state.retried = True
             state.replica = None
             state.wrote = False
             state.read_only_refused = False
+            state.outcome_unknown = False  # a safe request's bookkeeping write: the re-run decides the answer
             state.failed.discard(PRIMARY)  # the primary alias reconnects; the failed replicas stay avoided
             return _RetryResponse()
         return error_response(request, self._failure_error(state))
 
     @staticmethod
     def _failure_error(state: RoutingState) -> AppError:
+        if state.outcome_unknown:
+            return OutcomeUnknownError()  # cut off after it was sent: never claim nothing was written
         if not state.safe_method and not registry().primary_available():
             # A write that met the dead primary (in ``atomic`` before the router was asked): with the operator's
             # switch on, say maintenance, as the router does while the primary is up.

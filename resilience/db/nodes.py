@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from resilience.db.trips import SharedNodeTrips
+from resilience.db.watchdog import watchdog
 
 logger = logging.getLogger("resilience.db")
 
@@ -36,6 +37,9 @@ class NodeState:
     last_error: str = ""
     changed_at: float = field(default_factory=time.time)
     probed_at: float | None = None
+    latency: float | None = None  # the probe's round trip, smoothed (seconds)
+    slow: bool = False  # a replica answering much slower than the primary: out of the read rotation
+    good_probes: int = 0  # consecutive good probes while down (the node comes back after ProbePolicy's count)
 
     @property
     def breaker(self) -> str:
@@ -55,7 +59,26 @@ class NodeState:
             "last_error": self.last_error,
             "changed_at": self.changed_at,
             "probed_at": self.probed_at,
+            "latency_ms": round(self.latency * 1000, 1) if self.latency is not None else None,
+            "slow": self.slow,
         }
+
+
+@dataclass(frozen=True)
+class ProbePolicy:
+    """How probe timings judge a node. The default judges by outcomes only (a registry without a monitor, tests);
+    the process's registry with its monitor running uses :data:`MONITORED` (see :mod:`resilience.db.monitor`)."""
+
+    suspect_after: float | None = None  # a probe in flight this long: no new connection, no new reads there
+    recover_after: int = 1  # consecutive good probes that bring a node that was down back
+    slow_after: float | None = None  # smoothed replica probe latency over this (and 3x the primary's): slow
+    slow_clear: float | None = None  # ... and back in rotation once under this
+    smoothing: float = 0.3  # weight of the newest probe in the smoothed latency
+
+
+# Probes every 0.1 s with a 0.5 s deadline (monitor.py): a probe 0.25 s overdue makes the node suspect, one past its
+# deadline marks it down and cuts off this process's queries on it. Back after 3 good probes in a row (~0.3 s).
+MONITORED = ProbePolicy(suspect_after=0.25, recover_after=3, slow_after=0.05, slow_clear=0.02)
 
 
 class NodeRegistry:
@@ -69,8 +92,11 @@ class NodeRegistry:
         *,
         trips: SharedNodeTrips | None = None,
         trip_sync_seconds: float = 1.0,
+        policy: ProbePolicy = ProbePolicy(),  # frozen: one shared default is safe
     ) -> None:
         self._lock = threading.Lock()
+        self.policy = policy
+        self._probe_started: dict[str, float] = {}  # alias -> monotonic start of the probe in flight
         self.trips = trips  # None: this registry's trips are its own (a scratch registry, the naive mode)
         self.trip_sync_seconds = trip_sync_seconds
         self._trips_read_at = -math.inf
@@ -91,22 +117,50 @@ class NodeRegistry:
             return {alias: state.as_dict() for alias, state in self._states.items()}
 
     def may_connect(self, alias: str) -> bool:
+        """Whether a request may open a connection to the node: reachable, and not suspect (a probe overdue)."""
         self._follow_trips()
         with self._lock:
             state = self._states.get(alias)  # an alias this registry does not know (a test's) is not guarded
-        return self.naive or state is None or state.reachable
+            suspect = self._suspect(alias)
+        return self.naive or state is None or (state.reachable and not suspect)
 
     def primary_available(self) -> bool:
-        return self.may_connect(PRIMARY)
+        """Whether writes may go to the primary (a suspect primary still takes them on open connections)."""
+        self._follow_trips()
+        with self._lock:
+            return self.naive or self._states[PRIMARY].reachable
+
+    def probe_begun(self, alias: str) -> None:
+        with self._lock:
+            self._probe_started[alias] = time.monotonic()
+
+    def probe_ended(self, alias: str) -> None:
+        with self._lock:
+            self._probe_started.pop(alias, None)
+
+    def _suspect(self, alias: str) -> bool:
+        """A probe of the node is overdue (caller holds the lock): it may have just hung."""
+        started = self._probe_started.get(alias)
+        limit = self.policy.suspect_after
+        return limit is not None and started is not None and time.monotonic() - started > limit
 
     def mark_down(self, alias: str, error: BaseException | str, *, tell_fleet: bool = True) -> None:
+        """The node failed (this process saw it, or the fleet told it with ``tell_fleet=False``).
+
+        Seen here: the trip is published, and this process's queries still in flight on the node are cut off at
+        once (:meth:`QueryWatchdog.cut_node`), so their requests run again elsewhere instead of each waiting out
+        its own deadline.
+        """
         reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
         now = time.time()
         with self._lock:
             if alias not in self._states:
                 return
             before = self._states[alias]
-            self._states[alias] = replace(before, reachable=False, last_error=reason, changed_at=now)
+            changed_at = now if before.reachable else before.changed_at
+            self._states[alias] = replace(
+                before, reachable=False, last_error=reason, changed_at=changed_at, good_probes=0
+            )
         if before.reachable:
             logger.warning(
                 "database node down: %s (%s)",
@@ -116,6 +170,10 @@ class NodeRegistry:
             )
             if tell_fleet and self.trips is not None:
                 self.trips.publish(alias, now)
+        if before.reachable and tell_fleet:
+            cut = watchdog.cut_node(alias)
+            if cut:
+                logger.info("cut off %d query(ies) in flight on %s", cut, alias, extra={"node": alias, "cut": cut})
 
     def _follow_trips(self) -> None:
         """Mark down the nodes other workers found dead since this process last probed them (once a second)."""
@@ -133,23 +191,47 @@ class NodeRegistry:
                 self.mark_down(alias, "reported down by another worker", tell_fleet=False)
 
     def record_probe(
-        self, alias: str, *, in_recovery: bool, lag_seconds: float | None, lag_bytes: int | None, replay_lsn: int | None
+        self,
+        alias: str,
+        *,
+        in_recovery: bool,
+        lag_seconds: float | None,
+        lag_bytes: int | None,
+        replay_lsn: int | None,
+        latency: float | None = None,
     ) -> None:
+        """A good probe. A node that was down comes back after ``policy.recover_after`` of them in a row."""
         now = time.time()
         with self._lock:
             before = self._states[alias]
+            good = before.good_probes + 1
+            reachable = before.reachable or good >= self.policy.recover_after
+            smoothed = self._smoothed(before.latency, latency)
             self._states[alias] = replace(
                 before,
-                reachable=True,
+                reachable=reachable,
                 in_recovery=in_recovery,
                 lag_seconds=lag_seconds,
                 lag_bytes=lag_bytes,
                 replay_lsn=replay_lsn,
                 probed_at=now,
-                last_error="",
-                changed_at=before.changed_at if before.reachable else now,
+                last_error="" if reachable else before.last_error,
+                changed_at=before.changed_at if before.reachable or not reachable else now,
+                latency=smoothed,
+                slow=self._slow(before, smoothed),
+                good_probes=0 if reachable else good,
             )
-        if not before.reachable:
+            after = self._states[alias]
+        if after.slow != before.slow:
+            event = "db_replica_slow" if after.slow else "db_replica_fast"
+            logger.warning(
+                "%s: %s (probe %.0f ms)",
+                event,
+                alias,
+                (smoothed or 0.0) * 1000,
+                extra={"event": event, "node": alias, "latency_ms": round((smoothed or 0.0) * 1000, 1)},
+            )
+        if not before.reachable and reachable:
             logger.warning("database node up: %s", alias, extra={"event": "db_node_up", "node": alias})
         was_lagging, lagging = self._lagging(before), self._lagging(self.state(alias))
         if lagging != was_lagging and before.probed_at is not None:
@@ -161,6 +243,24 @@ class NodeRegistry:
                 lag_seconds or 0.0,
                 extra={"event": event, "node": alias, "lag_seconds": lag_seconds},
             )
+
+    def _smoothed(self, previous: float | None, latency: float | None) -> float | None:
+        if latency is None:
+            return previous
+        if previous is None:
+            return latency
+        weight = self.policy.smoothing
+        return previous * (1 - weight) + latency * weight
+
+    def _slow(self, before: NodeState, smoothed: float | None) -> bool:
+        """A replica much slower than the primary (caller holds the lock); both slow = a busy machine, not a node."""
+        policy = self.policy
+        if before.configured_role != "replica" or smoothed is None or policy.slow_after is None:
+            return False
+        if before.slow:
+            return smoothed > (policy.slow_clear if policy.slow_clear is not None else policy.slow_after)
+        primary = self._states[PRIMARY].latency or 0.0
+        return smoothed > policy.slow_after and smoothed > 3 * primary
 
     def note_replay(self, alias: str, replay_lsn: int) -> None:
         """A fresher replay position read by a request (not a full probe)."""
@@ -175,7 +275,12 @@ class NodeRegistry:
         self._follow_trips()
         with self._lock:
             states = [self._states[alias] for alias in self.replica_aliases if alias not in excluded]
-        candidates = [s.alias for s in states if self.naive or (s.reachable and not self._lagging(s))]
+            suspect = {alias for alias in self.replica_aliases if self._suspect(alias)}
+        candidates = [
+            s.alias
+            for s in states
+            if self.naive or (s.reachable and not self._lagging(s) and not s.slow and s.alias not in suspect)
+        ]
         if len(candidates) > 1:
             shift = next(self._rotation) % len(candidates)
             candidates = candidates[shift:] + candidates[:shift]
@@ -185,7 +290,9 @@ class NodeRegistry:
         """Replicas that answer at all (lagging ones included): the last resort when the primary is down."""
         self._follow_trips()
         with self._lock:
-            return [a for a in self.replica_aliases if self.naive or self._states[a].reachable]
+            return [
+                a for a in self.replica_aliases if self.naive or (self._states[a].reachable and not self._suspect(a))
+            ]
 
 
 _registry: NodeRegistry | None = None
@@ -207,6 +314,7 @@ def registry() -> NodeRegistry:
                     max_lag_seconds=config.db_replica_max_lag.total_seconds(),
                     naive=naive,
                     trips=None if naive else SharedNodeTrips(),
+                    policy=MONITORED if settings.BULWARK_DB_MONITOR and not naive else ProbePolicy(),
                 )
     return _registry
 

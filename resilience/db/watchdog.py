@@ -44,6 +44,20 @@ class QueryWatchdog:
         with self._lock:
             self._armed.pop(ticket, None)
 
+    def cut_node(self, label: str) -> int:
+        """Cut off every query in flight under ``label`` now (its node was found dead); returns how many.
+
+        The requests waiting on them fail at once and are run again elsewhere, instead of each waiting out its own
+        deadline on a node that will not answer.
+        """
+        with self._lock:
+            targets = [(ticket, target) for ticket, target in self._armed.items() if target[1] == label]
+            for ticket, _ in targets:
+                del self._armed[ticket]
+        for _, (fileno, _label) in targets:
+            self._shut(fileno, label)
+        return len(targets)
+
     def _run(self) -> None:
         while True:
             with self._lock:
@@ -59,9 +73,13 @@ class QueryWatchdog:
             if target is not None:
                 self._cut(*target)
 
-    @staticmethod
-    def _cut(fileno: int, label: str) -> None:
+    @classmethod
+    def _cut(cls, fileno: int, label: str) -> None:
         logger.warning("query deadline passed on %s: cutting the connection off", label, extra={"node": label})
+        cls._shut(fileno, label)
+
+    @staticmethod
+    def _shut(fileno: int, label: str) -> None:
         try:
             with socket.socket(fileno=os.dup(fileno)) as sock:
                 sock.shutdown(socket.SHUT_RDWR)

@@ -5,6 +5,9 @@
   in the request's routing state (the middleware then re-runs a read-only request elsewhere).
 - Every query runs under a client-side deadline (:mod:`resilience.db.watchdog`): a hung node cannot
   hold a worker past it. Django's connection health check gets the same deadline.
+- COMMIT and ROLLBACK run under the same deadline (they too wait forever on a hung node). A write that fails
+  after it reached the primary -- its COMMIT, or a statement in autocommit -- may have committed: the request
+  is told so (``503 outcome_unknown``), never "nothing was written".
 - SQLSTATE 25006 (read-only transaction) on the primary alias means the node was demoted: the
   connection is discarded (the request is retried once by the middleware).
 - A connection opened before its node's last outage that fails its health check is stale, not news: it is
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -31,7 +36,14 @@ logger = logging.getLogger("resilience.db")
 # SQLSTATE classes that mean "this connection or node is gone", not "this query is wrong".
 _CONNECTION_FAILURE_PREFIXES = ("08", "57P")
 READ_ONLY_SQL_TRANSACTION = "25006"
+# Statements that change no data (reads, session settings, transaction control): a request that ran only these
+# wrote nothing, and cut off in autocommit they leave no doubt about what was written.
+_READING_STATEMENTS = ("SELECT", "SHOW", "SET", "EXPLAIN", "VALUES", "SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN")
 QUERY_CANCELED = "57014"
+
+
+def _reads_only(sql: str) -> bool:
+    return sql.lstrip().split(None, 1)[0].upper() in _READING_STATEMENTS if sql.strip() else True
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -89,20 +101,49 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         return True
 
     def _guard_query(self, execute: Any, sql: str, params: Any, many: bool, ctx: dict[str, Any]) -> Any:
+        writes = self.alias == PRIMARY and not _reads_only(sql)
+        if writes:
+            context.record_write()  # raw SQL too: a request that wrote is never run again
+        commits_itself = writes and self.get_autocommit()
+        with self._deadline():
+            try:
+                return execute(sql, params, many, ctx)
+            except DjangoDatabaseError as exc:
+                if self._query_failed(exc) and commits_itself:
+                    context.record_outcome_unknown()
+                raise
+
+    def _commit(self) -> None:
+        with self._deadline():
+            try:
+                super()._commit()
+            except DjangoDatabaseError as exc:
+                if self._query_failed(exc) and self.alias == PRIMARY:
+                    context.record_outcome_unknown()  # the COMMIT was sent: it may have been applied
+                raise
+
+    def _rollback(self) -> None:
+        with self._deadline():
+            try:
+                super()._rollback()
+            except DjangoDatabaseError as exc:
+                self._query_failed(exc)
+                raise
+
+    @contextmanager
+    def _deadline(self) -> Iterator[None]:
         connection = self.connection
         ticket = None
         if connection is not None and not connection.closed:
             ticket = watchdog.arm(connection.pgconn.socket, self.query_deadline, self.alias)
         try:
-            return execute(sql, params, many, ctx)
-        except DjangoDatabaseError as exc:
-            self._query_failed(exc)
-            raise
+            yield
         finally:
             if ticket is not None:
                 watchdog.disarm(ticket)
 
-    def _query_failed(self, exc: DjangoDatabaseError) -> None:
+    def _query_failed(self, exc: DjangoDatabaseError) -> bool:
+        """Record what a failed query says about its node; True when the connection failed (not the query)."""
         sqlstate = _sqlstate(exc)
         if sqlstate == READ_ONLY_SQL_TRANSACTION and self.alias == PRIMARY:
             logger.warning(
@@ -112,10 +153,10 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             context.record_failure(self.alias, read_only=True)
             self.errors_occurred = True
             self.close_at = 0  # Django closes it at the end of the request, whatever the transaction state
-            return
+            return False  # refused before anything was written
         if sqlstate == QUERY_CANCELED:
             context.record_failure(self.alias)  # too slow here: a read-only request may run elsewhere
-            return
+            return False
         broken = self.connection is None or self.connection.closed or self.connection.broken
         if (
             broken
@@ -123,6 +164,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             or (sqlstate is None and isinstance(exc.__cause__, psycopg.OperationalError))
         ):
             self._connection_failed(exc)
+            return True
+        return False
 
     def _predates_recovery(self) -> bool:
         """Whether the node went down and came back up (per this process) after this connection was opened."""

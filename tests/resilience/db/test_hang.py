@@ -1,0 +1,221 @@
+"""A hung node stalls no request for long: suspicion while a probe is overdue, queries in flight cut off when the
+node is marked down, recovery after several good probes, slow replicas out of rotation, and writes cut off after
+they were sent reported as ``outcome_unknown`` -- against the real test primary and replica."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import DatabaseError, connection, connections, transaction
+
+from core.api.responses import error_response
+from resilience.db import context
+from resilience.db.middleware import DatabaseRoutingMiddleware
+from resilience.db.nodes import MONITORED, PRIMARY, NodeRegistry, registry
+from shop.catalog.models import Product
+from tests.factories import ProductFactory
+
+REPLICA = "replica_1"
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+    pytest.mark.skipif(REPLICA not in settings.DATABASES, reason="needs DATABASE_REPLICA_URLS (make test sets it)"),
+]
+
+
+def monitored() -> NodeRegistry:
+    return NodeRegistry([REPLICA], max_lag_seconds=30, policy=MONITORED)
+
+
+def good_probe(nodes: NodeRegistry, alias: str, latency: float = 0.002) -> None:
+    nodes.record_probe(
+        alias, in_recovery=alias != PRIMARY, lag_seconds=0.0, lag_bytes=0, replay_lsn=None, latency=latency
+    )
+
+
+# ---- suspicion, recovery, slowness (the registry's judgement of probe timings) ---------------------------------
+
+
+def test_a_node_whose_probe_is_overdue_gets_no_new_connection_and_no_new_read() -> None:
+    nodes = monitored()
+    nodes.probe_begun(REPLICA)
+    assert nodes.may_connect(REPLICA) and nodes.readable_replicas() == [REPLICA]  # in time so far
+    time.sleep(MONITORED.suspect_after + 0.05)
+    assert not nodes.may_connect(REPLICA)
+    assert nodes.readable_replicas() == [] and nodes.reachable_replicas() == []
+    assert nodes.state(REPLICA).reachable  # suspect, not down: queries already running go on
+    nodes.probe_ended(REPLICA)
+    assert nodes.may_connect(REPLICA) and nodes.readable_replicas() == [REPLICA]
+
+
+def test_an_overdue_primary_probe_still_takes_writes_on_open_connections() -> None:
+    nodes = monitored()
+    nodes.probe_begun(PRIMARY)
+    time.sleep(MONITORED.suspect_after + 0.05)
+    assert nodes.primary_available()  # writes are not refused for a slow probe ...
+    assert not nodes.may_connect(PRIMARY)  # ... but no new connection is opened to it
+    nodes.probe_ended(PRIMARY)
+
+
+def test_a_node_comes_back_after_consecutive_good_probes_only() -> None:
+    nodes = monitored()
+    nodes.mark_down(REPLICA, "probe deadline passed")
+    for _ in range(MONITORED.recover_after - 1):
+        good_probe(nodes, REPLICA)
+        assert not nodes.state(REPLICA).reachable
+    nodes.mark_down(REPLICA, "failed again")  # a bad probe in between starts the count again
+    for _ in range(MONITORED.recover_after - 1):
+        good_probe(nodes, REPLICA)
+    assert not nodes.state(REPLICA).reachable
+    good_probe(nodes, REPLICA)
+    assert nodes.state(REPLICA).reachable and nodes.readable_replicas() == [REPLICA]
+
+
+def test_a_replica_much_slower_than_the_primary_leaves_the_rotation_and_returns() -> None:
+    nodes = monitored()
+    for _ in range(10):
+        good_probe(nodes, PRIMARY, latency=0.002)
+        good_probe(nodes, REPLICA, latency=0.2)  # CPU-starved: answers, slowly
+    assert nodes.state(REPLICA).slow and nodes.readable_replicas() == []
+    assert nodes.reachable_replicas() == [REPLICA]  # still the last resort when the primary is down
+    for _ in range(3):
+        good_probe(nodes, REPLICA, latency=0.03)
+    assert nodes.state(REPLICA).slow  # not back at the first better probe: no flapping
+    for _ in range(20):
+        good_probe(nodes, REPLICA, latency=0.002)
+    assert not nodes.state(REPLICA).slow and nodes.readable_replicas() == [REPLICA]
+
+
+def test_a_busy_machine_is_not_a_slow_replica() -> None:
+    nodes = monitored()
+    for _ in range(10):
+        good_probe(nodes, PRIMARY, latency=0.15)  # everything is slow: the load is the machine's, not the node's
+        good_probe(nodes, REPLICA, latency=0.2)
+    assert not nodes.state(REPLICA).slow and nodes.readable_replicas() == [REPLICA]
+
+
+# ---- cutting off what is in flight --------------------------------------------------------------------------
+
+
+def _run_in_thread(work) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def run() -> None:
+        started = time.monotonic()
+        try:
+            outcome["result"] = work()
+        except DatabaseError as exc:
+            outcome["error"] = exc
+        finally:
+            outcome["seconds"] = time.monotonic() - started
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_marking_a_node_down_cuts_off_the_queries_in_flight_on_it() -> None:
+    def sleeper() -> None:
+        with connections[REPLICA].cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(20)")  # a query that would hold its request for its whole deadline
+
+    thread, outcome = _run_in_thread(sleeper)
+    time.sleep(0.5)  # the query is on the server
+    registry().mark_down(REPLICA, "probe deadline passed")
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), DatabaseError)
+    assert outcome["seconds"] < 3  # cut at once, not at the query's own 5 s deadline (nor pg_sleep's 20 s)
+
+
+# ---- writes cut off: what the client is told --------------------------------------------------------------
+
+
+@pytest.fixture
+def locked_product():
+    """A product row held by another session's lock: a write to it waits on the server, in flight."""
+    product = ProductFactory(stock=10)
+    holder = psycopg.connect(**connections[PRIMARY].get_connection_params())
+    holder.execute("BEGIN")
+    holder.execute("SELECT 1 FROM shop_product WHERE id = %s FOR UPDATE", (product.pk,))
+    yield product
+    holder.rollback()
+    holder.close()
+
+
+def _write_then_cut(write) -> context.RoutingState:
+    state = context.RoutingState(safe_method=False)
+
+    def in_request() -> None:
+        with context.routing(state):
+            write()
+
+    thread, outcome = _run_in_thread(in_request)
+    time.sleep(0.5)
+    registry().mark_down(PRIMARY, "probe deadline passed")
+    thread.join(timeout=5)
+    assert isinstance(outcome.get("error"), DatabaseError), outcome
+    registry().record_probe(PRIMARY, in_recovery=False, lag_seconds=0, lag_bytes=0, replay_lsn=None)
+    return state
+
+
+def test_an_autocommit_write_cut_off_in_flight_is_outcome_unknown(locked_product) -> None:
+    state = _write_then_cut(lambda: Product.objects.filter(pk=locked_product.pk).update(stock=9))
+    assert state.outcome_unknown
+    response = error_response(_request(), DatabaseRoutingMiddleware._failure_error(state))
+    assert response.status_code == 503 and b'"outcome_unknown"' in response.content
+
+
+def test_a_write_cut_off_inside_its_transaction_is_read_only_mode_not_unknown(locked_product) -> None:
+    def in_transaction() -> None:
+        with transaction.atomic():
+            Product.objects.filter(pk=locked_product.pk).update(stock=9)  # waits on the lock, uncommitted
+
+    state = _write_then_cut(in_transaction)
+    assert not state.outcome_unknown  # the server rolls an unfinished transaction back: nothing was written
+    registry().mark_down(PRIMARY, "still down")
+    response = error_response(_request(), DatabaseRoutingMiddleware._failure_error(state))
+    assert response.status_code == 503 and b'"read_only_mode"' in response.content
+    registry().record_probe(PRIMARY, in_recovery=False, lag_seconds=0, lag_bytes=0, replay_lsn=None)
+
+
+def test_a_commit_cut_off_is_outcome_unknown() -> None:
+    """A deferred constraint trigger makes the COMMIT itself wait on the server (here on a lock)."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE hang_probe (id int PRIMARY KEY)")
+        cursor.execute("CREATE TABLE hang_gate (id int PRIMARY KEY)")
+        cursor.execute("INSERT INTO hang_gate VALUES (1)")
+        cursor.execute(
+            "CREATE FUNCTION hang_wait() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM 1 FROM hang_gate WHERE id = 1 FOR UPDATE; RETURN NULL; END $$"
+        )
+        cursor.execute(
+            "CREATE CONSTRAINT TRIGGER hang_at_commit AFTER INSERT ON hang_probe DEFERRABLE INITIALLY DEFERRED "
+            "FOR EACH ROW EXECUTE FUNCTION hang_wait()"
+        )
+    holder = psycopg.connect(**connections[PRIMARY].get_connection_params())
+    holder.execute("BEGIN")
+    holder.execute("SELECT 1 FROM hang_gate WHERE id = 1 FOR UPDATE")
+    try:
+
+        def in_transaction() -> None:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("INSERT INTO hang_probe VALUES (1)")  # returns; the trigger runs at COMMIT
+
+        state = _write_then_cut(in_transaction)
+        assert state.outcome_unknown
+    finally:
+        holder.rollback()
+        holder.close()
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE hang_probe; DROP TABLE hang_gate; DROP FUNCTION hang_wait()")
+
+
+def _request():
+    from django.test import RequestFactory
+
+    return RequestFactory().post("/api/orders/")
