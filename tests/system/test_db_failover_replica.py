@@ -12,7 +12,6 @@ import time
 import pytest
 
 from tests.system.dbfailover import (
-    CONNECT_TIMEOUT,
     REPLICA_ALIAS,
     Deployment,
     GetLoad,
@@ -27,6 +26,8 @@ pytestmark = pytest.mark.system
 QUERY_TIMEOUT = 3  # DB_QUERY_TIMEOUT for the hang test: the client-side deadline on a query
 HANG_SECONDS = 10
 SETTLED_WINDOW = 3  # the last seconds of the hang, when every worker has skipped the replica for a while
+MAX_GET_SECONDS = 2.0  # no GET through a hang waits longer (the goal, reported by bench/failover: 1 s)
+LOAD_SECONDS = 10
 
 
 def test_replica_killed_no_failed_get_then_replica_rejoins(tmp_path) -> None:
@@ -80,9 +81,11 @@ def test_replica_hung_no_failed_get_none_hanging_then_normal_speed(tmp_path) -> 
         settled = load.between(resumed_at - SETTLED_WINDOW, resumed_at)
         load.assert_all_ok(min_requests=50)
         assert len(hang) >= 20, f"too few GETs while the replica was hung: {load.summary(hang)}"
-        # None hangs past connect timeout + query deadline + a few seconds...
+        # None waits long on the hung replica: its probe is overdue within a fraction of a second (no new read goes
+        # there), and past the probe's deadline the queries on it are cut off and run again on the primary. The
+        # bench reports the 1 s goal; this bound is wide on purpose (a shared 2-core machine).
         slowest = max(hang, key=lambda sample: sample.elapsed)
-        assert slowest.elapsed < CONNECT_TIMEOUT + QUERY_TIMEOUT + 7, slowest
+        assert slowest.elapsed < MAX_GET_SECONDS, slowest
         # ...and once the replica is known to be down it costs nothing: no timeout paid per request.
         assert len(settled) >= 10, load.summary(settled)
         assert statistics.median(s.elapsed for s in settled) < 1.0, load.summary(settled)
@@ -91,3 +94,19 @@ def test_replica_hung_no_failed_get_none_hanging_then_normal_speed(tmp_path) -> 
         assert log.count(f"database node down: {REPLICA_ALIAS}") <= 2, log.count(f"database node down: {REPLICA_ALIAS}")
         assert_no_server_errors(server)
         print(f"hang: {load.summary(hang)}; last {SETTLED_WINDOW}s of it: {load.summary(settled)}")
+
+
+def test_a_busy_but_healthy_replica_under_load_is_neither_marked_down_nor_slow(tmp_path) -> None:
+    """Many clients at once on 2 workers: the probes (0.5 s deadline) never take a healthy node for a hung one."""
+    with Deployment("fo-busy", 62470, tmp_path) as deployment:
+        server = deployment.serve()
+        ids = product_ids(server.url)
+        with GetLoad(server.url, ids, threads=16, pause=0.0) as load:
+            time.sleep(LOAD_SECONDS)
+        load.assert_all_ok(min_requests=200)
+        log = full_log(server)
+        for flap in ("database node down", "db_replica_slow", "query deadline passed"):
+            assert flap not in log, log[log.index(flap) - 500 : log.index(flap) + 500]
+        assert deployment.replica_serves_reads(server, ids) > 0  # the replica stayed in rotation
+        assert_no_server_errors(server)
+        print(f"busy: {load.summary()}")

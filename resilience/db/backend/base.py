@@ -1,6 +1,7 @@
 """Django's PostgreSQL backend, plus node awareness.
 
-- A connection attempt to a node whose breaker is open fails at once (no timeout paid per request).
+- A connection attempt to a node whose breaker is open, or that is suspect (its probe overdue), fails at once;
+  any other attempt is bounded by ``CONNECT_DEADLINE`` (0.5 s), below libpq's 2 s floor (:mod:`.connect`).
 - A failed connect, or a connection-level error on a query, opens that node's breaker and is recorded
   in the request's routing state (the middleware then re-runs a read-only request elsewhere).
 - Every query runs under a client-side deadline (:mod:`resilience.db.watchdog`): a hung node cannot
@@ -27,6 +28,7 @@ from django.db import DatabaseError as DjangoDatabaseError
 from django.db.backends.postgresql import base as postgresql
 
 from resilience.db import context
+from resilience.db.backend.connect import PsycopgWithDeadline, connect_deadline
 from resilience.db.exceptions import NodeDownError
 from resilience.db.nodes import PRIMARY, registry
 from resilience.db.watchdog import watchdog
@@ -54,6 +56,7 @@ def _sqlstate(exc: BaseException) -> str | None:
 class DatabaseWrapper(postgresql.DatabaseWrapper):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.Database = PsycopgWithDeadline()  # connection attempts bounded by CONNECT_DEADLINE, below libpq's 2 s
         self.execute_wrappers.append(self._guard_query)
         self.opened_at = 0.0  # wall clock (as NodeState.changed_at) when the current connection was opened
 
@@ -61,29 +64,38 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     def query_deadline(self) -> float:
         return float(self.settings_dict.get("QUERY_DEADLINE", 5.0))
 
+    @property
+    def connect_deadline(self) -> float:
+        """A request's connection attempt: a live node answers in milliseconds; a hung one is given up on fast."""
+        return float(self.settings_dict.get("CONNECT_DEADLINE", 0.5))
+
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         nodes = registry()
         if not nodes.may_connect(self.alias):
             context.record_failure(self.alias)
             raise NodeDownError(f"database node {self.alias} is down (breaker open); not connecting")
+        token = connect_deadline.set(self.connect_deadline)
         try:
             connection = super().get_new_connection(conn_params)
         except psycopg.Error as exc:
             nodes.mark_down(self.alias, exc)
             context.record_failure(self.alias)
             raise
+        finally:
+            connect_deadline.reset(token)
         self.opened_at = time.time()
         return connection
 
     @property
     def health_check_deadline(self) -> float:
-        """``SELECT 1`` is instant on a live node: give it no longer than a connection attempt."""
-        connect_timeout = float(self.settings_dict["OPTIONS"].get("connect_timeout", 2))
-        return min(self.query_deadline, connect_timeout + 1)
+        """``SELECT 1`` is instant on a live node: give it twice what a connection attempt may take."""
+        return min(self.query_deadline, 2 * self.connect_deadline)
 
     def is_usable(self) -> bool:
         if self.connection is None or self.connection.closed:
             return False
+        if not registry().may_connect(self.alias):
+            return False  # down or suspect: not worth a health check on an open connection (a hung node never answers)
         ticket = watchdog.arm(self.connection.pgconn.socket, self.health_check_deadline, self.alias)
         try:
             with self.connection.cursor() as cursor:
