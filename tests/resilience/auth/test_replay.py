@@ -92,6 +92,7 @@ def test_a_token_used_before_the_outage_is_refused_during_it(client):
     used_refresh_tokens.forget_seen()  # another worker: only the shared cache (and the replica) can tell
     with dead(PRIMARY):
         refused = _refresh(client, token)
+    assert refused.status_code == 401, refused.content
     assert refused.json()["error"]["detail"]["reason"] == "blacklisted"
 
 
