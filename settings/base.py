@@ -197,7 +197,10 @@ BULWARK_JWT = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "Bulwark API",
     "DESCRIPTION": "E-commerce backend with no single point of failure. Every error is "
-    '`{"error": {"code", "message", "detail", "request_id"}}` with a stable `code`.',
+    '`{"error": {"code", "message", "detail", "request_id"}}` with a stable `code`.\n\n'
+    "Requests are checked against this schema: a body property or a query parameter that an operation does "
+    "not list is a `400 validation_error` naming it (a typo is an error, not a silent no-op); a string may not "
+    "contain a NUL character, and lengths count the characters sent.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
@@ -206,9 +209,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Views validate a PATCH body as declared (never partial=True): document its required fields as required.
+    "COMPONENT_SPLIT_PATCH": False,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "resilience.ratelimit.openapi.document_rate_limits",
+        "core.api.schema.document_common_errors",
     ],
 }
 

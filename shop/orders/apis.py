@@ -12,9 +12,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api.pagination import StrictPageNumberPagination
-from core.api.schema import error_responses
-from core.api.serializers import StrictInputSerializer
+from core.api.pagination import PageQuerySerializer, StrictPageNumberPagination
+from core.api.schema import error_responses, header_parameter, id_parameter
+from core.api.serializers import StrictInputSerializer, query_params_validate
 from core.exceptions import FieldValidationError
 from shop.orders.checkout import order_checkout
 from shop.orders.models import Order, OrderItem
@@ -24,6 +24,7 @@ from shop.payments.models import PaymentStatus
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _SANE_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, 1..255
+_ORDER_ID = id_parameter("order_id", "One of your orders (another user's, or an unknown one, is a 404).")
 
 
 class OrderItemOutputSerializer(serializers.ModelSerializer):
@@ -72,34 +73,58 @@ class OrderCheckoutInputSerializer(StrictInputSerializer):
     """Checkout takes no fields today: the order is the cart."""
 
 
+# drf-spectacular leaves out a body without fields; this one is optional, and `{}` if sent (415 if not JSON).
+_CHECKOUT_BODY = {
+    "application/json": {
+        "type": "object",
+        "properties": {},
+        "additionalProperties": False,
+        "description": "Optional: checkout takes no fields today (the order is the cart); send nothing or `{}`.",
+    }
+}
+
+
 class OrderListCreateApi(APIView):
     # Read by drf-spectacular too: the schema then documents the page, not a bare array.
     pagination_class = StrictPageNumberPagination
     ratelimit_scopes = {"POST": ("checkout",)}
 
     @extend_schema(
-        responses={200: OrderOutputSerializer(many=True), **error_responses(400, 401, 404)},
-        parameters=[OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
+        responses={
+            200: OrderOutputSerializer(many=True),
+            **error_responses(400, 404, s400=("validation_error",)),
+        },
+        parameters=[PageQuerySerializer],
         tags=["orders"],
         summary="Your orders, newest first",
     )
     def get(self, request: Request) -> Response:
+        query_params_validate(request, PageQuerySerializer)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(order_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(OrderOutputSerializer(page, many=True).data)
 
     @extend_schema(
-        request=OrderCheckoutInputSerializer,
+        request=_CHECKOUT_BODY,
         parameters=[
-            OpenApiParameter(
+            header_parameter(
                 IDEMPOTENCY_HEADER,
+                pattern=r"^[!-~]{1,255}$",
+                max_length=255,
+                description=(
+                    "Optional, recommended: 1 to 255 visible ASCII characters (another shape is a 400 naming "
+                    "the header). A retry with the same key (kept 24 h, per user) returns the first response "
+                    "with `Idempotent-Replayed: true`; the same key with another body is a 422."
+                ),
+            ),
+            OpenApiParameter(
+                "Idempotent-Replayed",
                 str,
                 OpenApiParameter.HEADER,
-                description=(
-                    "Optional, recommended. A retry with the same key (kept 24 h, per user) returns the first "
-                    "response with `Idempotent-Replayed: true`; the same key with another body is a 422."
-                ),
-            )
+                response=[201],
+                enum=["true"],
+                description="Present on a replay: this is the first response to this `Idempotency-Key`.",
+            ),
         ],
         responses={
             201: OpenApiResponse(
@@ -108,7 +133,6 @@ class OrderListCreateApi(APIView):
             ),
             **error_responses(
                 400,
-                401,
                 409,
                 422,
                 429,
@@ -120,6 +144,7 @@ class OrderListCreateApi(APIView):
         summary="Check out the cart",
     )
     def post(self, request: Request) -> Response:
+        query_params_validate(request)
         key = request.headers.get(IDEMPOTENCY_HEADER)
         if key is not None and not _SANE_KEY.match(key):
             raise FieldValidationError({IDEMPOTENCY_HEADER: ["Use 1 to 255 visible ASCII characters."]})
@@ -138,24 +163,28 @@ class OrderListCreateApi(APIView):
 
 class OrderDetailApi(APIView):
     @extend_schema(
-        responses={200: OrderOutputSerializer, **error_responses(401, 404)},
+        parameters=[_ORDER_ID],
+        responses={200: OrderOutputSerializer, **error_responses(404)},
         tags=["orders"],
         summary="One of your orders",
     )
     def get(self, request: Request, order_id: int) -> Response:
+        query_params_validate(request)
         return Response(OrderOutputSerializer(order_get(user=request.user, order_id=order_id)).data)
 
 
 class OrderCancelApi(APIView):
     @extend_schema(
         request=None,
+        parameters=[_ORDER_ID],
         responses={
             200: OrderOutputSerializer,
-            **error_responses(401, 404, 409, s409=("order_not_cancellable",)),
+            **error_responses(404, 409, s409=("order_not_cancellable",)),
         },
         tags=["orders"],
         summary="Cancel an order pending payment (its stock is returned)",
     )
     def post(self, request: Request, order_id: int) -> Response:
+        query_params_validate(request)
         order_cancel(user=request.user, order_id=order_id)
         return Response(OrderOutputSerializer(order_get(user=request.user, order_id=order_id)).data)

@@ -235,3 +235,46 @@ def test_refresh_for_deleted_user_is_token_not_valid(api_client):
     user.delete()
     response = api_client.post(REFRESH, {"refresh": tokens["refresh"]}, format="json")
     assert assert_error(response, 401, "token_not_valid")["detail"]["reason"] == "user_unknown"
+
+
+# what the schema states is what is enforced
+
+
+@pytest.mark.parametrize("username", ["zoë", "\uff46\uff55\uff4c\uff4c", "½", "\ufb01sh"])
+def test_register_non_ascii_username_is_validation_error(api_client, username):
+    """The schema's pattern is read as ECMA-262 (ASCII ``\\w``): the API refuses what it says is invalid."""
+    response = api_client.post(REGISTER, _register_body(username=username), format="json")
+    assert_validation_error(response, "username")
+    assert not get_user_model().objects.exists()
+
+
+def test_register_username_with_surrounding_whitespace_is_trimmed(api_client):
+    response = api_client.post(REGISTER, _register_body(username="  alice\t"), format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["username"] == "alice"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("username", 12345), ("email", ["a@b.co"]), ("password", 123456789012), ("username", True)],
+)
+def test_register_json_value_of_another_type_is_validation_error(api_client, field, value):
+    response = api_client.post(REGISTER, _register_body(**{field: value}), format="json")
+    assert_validation_error(response, field)
+
+
+def test_register_username_longer_than_150_with_whitespace_is_validation_error(api_client):
+    """Lengths count what was sent: 150 letters and a space are 151 characters."""
+    response = api_client.post(REGISTER, _register_body(username="a" * 150 + " "), format="json")
+    assert_validation_error(response, "username")
+
+
+@pytest.mark.parametrize("path", [REGISTER, TOKEN, REFRESH, LOGOUT])
+def test_auth_posts_refuse_an_unknown_query_parameter(api_client, path):
+    response = api_client.post(f"{path}?next=/", _register_body(), format="json")
+    error = assert_validation_error(response, "next")
+    assert error["detail"]["next"] == ["Unknown query parameter."]
+
+
+def test_me_refuses_an_unknown_query_parameter(auth_client):
+    assert_validation_error(auth_client.get(ME, {"fields": "id"}), "fields")

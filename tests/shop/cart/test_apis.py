@@ -179,3 +179,26 @@ def test_cart_unknown_item_is_not_found(auth_client, item_id):
 
 def test_cart_items_without_token_is_not_authenticated(api_client, product):
     assert_error(_add(api_client, product.id, 1), 401, "not_authenticated")
+
+
+# what the schema states is what is enforced
+
+
+@pytest.mark.parametrize("quantity", ["2", 2.0])
+def test_cart_add_quantity_that_is_not_a_json_integer_is_validation_error(auth_client, product, quantity):
+    assert_validation_error(_add(auth_client, product.id, quantity), "quantity")
+
+
+def test_cart_add_product_id_as_string_is_validation_error(auth_client, product):
+    assert_validation_error(_add(auth_client, str(product.id), 1), "product_id")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("get", CART), ("post", ITEMS), ("patch", f"{ITEMS}1/"), ("delete", f"{ITEMS}1/")],
+)
+def test_cart_operations_refuse_an_unknown_query_parameter(auth_client, product, method, path):
+    body = {"post": {"product_id": product.id, "quantity": 1}, "patch": {"quantity": 1}}.get(method)
+    response = getattr(auth_client, method)(f"{path}?debug=1", body, format="json")
+    error = assert_validation_error(response, "debug")
+    assert error["detail"]["debug"] == ["Unknown query parameter."]

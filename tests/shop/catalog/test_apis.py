@@ -169,3 +169,73 @@ def test_categories_list_returns_page_of_categories(api_client):
 
 def test_categories_list_bad_page_size_is_validation_error(api_client):
     assert_validation_error(api_client.get("/api/categories/", {"page_size": "101"}), "page_size")
+
+
+# query parameters: what the schema states is what is enforced
+
+
+@pytest.mark.parametrize("q", ["a" * 201, "a" * 5000, " " + "a" * 200])
+def test_products_list_q_longer_than_200_characters_is_validation_error(api_client, q):
+    ProductFactory()
+    error = assert_validation_error(api_client.get(PRODUCTS, {"q": q}), "q")
+    assert set(error["detail"]) == {"q"}
+
+
+def test_products_list_q_of_200_characters_is_accepted(api_client):
+    ProductFactory()
+    assert api_client.get(PRODUCTS, {"q": "a" * 200}).status_code == 200
+
+
+def test_products_list_q_is_searched_trimmed(api_client):
+    teapot = ProductFactory(name="Blue Teapot")
+    ProductFactory(name="Unrelated")
+    body = api_client.get(PRODUCTS, {"q": "  teapot  "}).json()
+    assert [item["id"] for item in body["results"]] == [teapot.id]
+
+
+@pytest.mark.parametrize("q", ["nul\x00byte", "\x00"])
+def test_products_list_q_with_nul_is_validation_error(api_client, q):
+    assert_validation_error(api_client.get(PRODUCTS, {"q": q}), "q")
+
+
+@pytest.mark.parametrize("ref", ["c" * 121, " books", "books ", "bo oks", "books/1", "bücher"])
+def test_products_list_category_outside_its_documented_shape_is_validation_error(api_client, ref):
+    CategoryFactory(slug="books")
+    assert_validation_error(api_client.get(PRODUCTS, {"category": ref}), "category")
+
+
+@pytest.mark.parametrize("path", [PRODUCTS, "/api/categories/"])
+@pytest.mark.parametrize("params", [{"page": ""}, {"page_size": ""}, {"page": "1.5"}, {"page_size": "101"}])
+def test_lists_refuse_an_empty_or_out_of_range_page_parameter(api_client, path, params):
+    ProductFactory()
+    assert_validation_error(api_client.get(path, params), *params)
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        (PRODUCTS, {"categroy": "books"}),
+        (PRODUCTS, {"pagesize": "5"}),
+        (PRODUCTS, {"q": "atlas", "format": "json"}),
+        ("/api/categories/", {"search": "x"}),
+    ],
+)
+def test_lists_refuse_an_unknown_query_parameter_naming_it(api_client, path, params):
+    ProductFactory()
+    unknown = next(name for name in params if name not in {"q"})
+    error = assert_validation_error(api_client.get(path, params), unknown)
+    assert error["detail"][unknown] == ["Unknown query parameter."]
+
+
+def test_product_detail_refuses_an_unknown_query_parameter(api_client, product):
+    error = assert_validation_error(api_client.get(f"{PRODUCTS}{product.id}/", {"expand": "category"}), "expand")
+    assert error["detail"]["expand"] == ["Unknown query parameter."]
+
+
+def test_lists_accept_every_documented_parameter_together(api_client):
+    books = CategoryFactory(slug="books")
+    atlas = ProductFactory(category=books, name="Atlas")
+    params = {"category": "books", "q": "atlas", "page": "1", "page_size": "5"}
+    body = api_client.get(PRODUCTS, params).json()
+    assert [item["id"] for item in body["results"]] == [atlas.id]
+    assert api_client.get("/api/categories/", {"page": "1", "page_size": "100"}).status_code == 200

@@ -330,3 +330,34 @@ def test_checkout_new_key_with_invalid_body_is_validation_error_and_key_stays_fr
     assert_validation_error(response, "note")
     assert not IdempotencyRecord.objects.filter(key="fresh-key").exists()
     assert _checkout(auth_client, "fresh-key").status_code == 201
+
+
+# what the schema states is what is enforced
+
+
+def test_checkout_with_empty_json_object_body_is_accepted(auth_client, user, product):
+    cart_add_item(user=user, product_id=product.id, quantity=1)
+    assert auth_client.post(ORDERS, {}, format="json").status_code == 201
+
+
+def test_checkout_body_that_is_not_json_is_unsupported_media_type(auth_client, user, product):
+    cart_add_item(user=user, product_id=product.id, quantity=1)
+    response = auth_client.post(ORDERS, "a=1", content_type="text/plain")
+    assert_error(response, 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("get", ORDERS), ("post", ORDERS), ("get", f"{ORDERS}1/"), ("post", f"{ORDERS}1/cancel/")],
+)
+def test_order_operations_refuse_an_unknown_query_parameter(auth_client, user, product, method, path):
+    cart_add_item(user=user, product_id=product.id, quantity=1)
+    response = getattr(auth_client, method)(f"{path}?status=paid", format="json")
+    error = assert_validation_error(response, "status")
+    assert error["detail"]["status"] == ["Unknown query parameter."]
+    assert not Order.objects.exists()
+
+
+@pytest.mark.parametrize("params", [{"page": ""}, {"page_size": "0"}, {"page_size": ""}])
+def test_orders_list_refuses_an_empty_or_out_of_range_page_parameter(auth_client, params):
+    assert_validation_error(auth_client.get(ORDERS, params), *params)
