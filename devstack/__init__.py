@@ -4,7 +4,8 @@ Usage (CLI)::
 
     python -m devstack [--name NAME] [--port-base N] COMMAND
         up | down | status [--json] | env | promote | delay SECONDS
-        kill NODE | hang NODE | resume NODE | start NODE | stop NODE | restart NODE     (NODE: primary, replica, redis)
+        kill NODE | hang NODE | slow NODE | resume NODE | start NODE | stop NODE | restart NODE
+                                                            (NODE: primary, replica, redis)
 
 Usage (Python)::
 
@@ -28,8 +29,9 @@ traded for speed. Fine for throwaway dev/test data (and for the kill/hang crash 
 page cache); never point anything valuable at it.
 
 Modules: :mod:`devstack.stack` (orchestration: the :class:`Stack` class -- up, down, start, stop, restart,
-status, env, wait_streaming, psql), :mod:`devstack.faults` (fault injection: kill, hang, resume, promote,
-apply delay; inherited by ``Stack``), :mod:`devstack.state` (identity, run dir, ``state.json``, the per-stack
+status, env, wait_streaming, psql), :mod:`devstack.faults` (fault injection: kill, hang, slow -- a
+SIGSTOP/SIGCONT duty cycle run by :mod:`devstack.throttle` --, resume, promote, apply delay; inherited by
+``Stack``), :mod:`devstack.state` (identity, run dir, ``state.json``, the per-stack
 lock, ports; the base of both), :mod:`devstack.postgres` (one PostgreSQL node, the initdb template),
 :mod:`devstack.redis`, :mod:`devstack.procs` (run-as-postgres, /proc, signals, ports), :mod:`devstack.__main__`
 (CLI), :mod:`devstack.fake_gateway` (a fake payment gateway for tests).

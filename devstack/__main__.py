@@ -1,7 +1,7 @@
 """Command line for devstack (``python -m devstack ...``): argument parsing and output only.
 
-All the work happens in :class:`devstack.stack.Stack` (``kill``, ``hang``, ``resume``, ``promote`` and
-``delay`` in :mod:`devstack.faults`, which it inherits). Progress notes go to stderr; machine-readable output
+All the work happens in :class:`devstack.stack.Stack` (``kill``, ``hang``, ``resume``, ``slow``, ``promote``
+and ``delay`` in :mod:`devstack.faults`, which it inherits). Progress notes go to stderr; machine-readable output
 (``env`` lines, also printed by ``up``; ``status``) goes to stdout, so ``eval "$(python -m devstack up)"``
 works. A :class:`~devstack.procs.DevstackError` is printed as one paragraph, without a traceback, with exit
 status 1. ``status`` exits 1 when any node is down.
@@ -20,7 +20,7 @@ from .state import DEFAULT_NAME, DEFAULT_PORT_BASE, NODES
 NODE_COMMANDS = {
     "kill": "SIGKILL the node's postmaster / redis-server (a real crash)",
     "hang": "SIGSTOP the node (postmaster and all its descendants / the redis server)",
-    "resume": "SIGCONT a hung node",
+    "resume": "SIGCONT a hung node; end a slowed node's stop/continue cycle",
     "start": "start a stopped or killed node and wait until it accepts connections",
     "stop": "cleanly stop a node (pg_ctl stop -m fast / SIGTERM)",
     "restart": "stop, then start a node",
@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("node", choices=NODES, metavar="NODE", nargs="?", help="every node when omitted (data kept)")
         else:
             p.add_argument("node", choices=NODES, metavar="NODE", help=" | ".join(NODES))
+    sl = sub.add_parser(
+        "slow",
+        parents=[common],
+        help="CPU-starve a node: SIGSTOP it (all its processes) for DUTY of every PERIOD, until `resume NODE`",
+    )
+    sl.add_argument("node", choices=NODES, metavar="NODE", help=" | ".join(NODES))
+    sl.add_argument("--duty", type=float, default=0.8, help="stopped share of each period, 0-1 (default: 0.8)")
+    sl.add_argument("--period", type=float, default=0.1, help="seconds per stop/continue cycle (default: 0.1)")
     sub.add_parser("promote", parents=[common], help="promote the replica to primary")
     d = sub.add_parser("delay", parents=[common], help="set recovery_min_apply_delay on the replica (0 removes it)")
     d.add_argument("seconds", type=float, metavar="SECONDS")
@@ -85,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             stack.promote()
         elif cmd == "delay":
             stack.set_apply_delay(args.seconds)
+        elif cmd == "slow":
+            stack.slow(args.node, args.duty, args.period)
         elif cmd == "stop" and args.node is None:
             stack.stop_all()
         else:

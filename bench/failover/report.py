@@ -1,7 +1,15 @@
 """Per-phase statistics, text and markdown tables, and the latency-over-time plot of a failover run.
 
-Latency percentiles are over every request of the kind in the phase, errors and timeouts included (a client
-waits for a 503 or a timeout too); a timed-out request counts with the time it waited.
+Latency percentiles (nearest rank) are over every request of the kind in the phase, errors and timeouts
+included (a client waits for a 503 or a timeout too); a timed-out request counts with the time it waited.
+
+The *longest dip* of a phase is the longest stretch of it, from its start to its end, in which no request
+completed (any answer, an error too, or a client timeout; requests sent in an earlier phase count, as they
+free a client): the time the clients were all stuck. At the default load (~40 answers/s from 6 clients) a
+healthy phase shows ~0.1-0.2 s.
+
+Everything here is computed from ``requests.jsonl`` and ``meta.json`` (``--report`` re-renders any run; the
+outcome of each request is recomputed from its status and code, so older runs get the newer categories).
 """
 
 from __future__ import annotations
@@ -9,26 +17,39 @@ from __future__ import annotations
 import json
 import math
 import re
+import textwrap
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-OUTCOMES = ("ok", "4xx", "read_only_mode", "unavailable", "5xx", "timeout", "conn_error")
+OUTCOMES = ("ok", "4xx", "read_only_mode", "outcome_unknown", "unavailable", "5xx", "timeout", "conn_error")
 FAILED_CONNECTION = ("timeout", "conn_error")
+EXPECTED_503 = ("read_only_mode", "outcome_unknown")
+SLOW_SECONDS = 1.0
 
 
 def outcome_of(status: int, code: str) -> str:
-    """``ok`` (< 400), ``4xx``, ``read_only_mode`` / ``unavailable`` (503 by code), ``5xx`` (anything else)."""
+    """``ok`` (< 400), ``4xx``, ``read_only_mode`` / ``outcome_unknown`` / ``unavailable`` (503 by code), ``5xx``."""
     if status < 400:
         return "ok"
     if status < 500:
         return "4xx"
-    if status == 503 and code == "read_only_mode":
-        return "read_only_mode"
+    if status == 503 and code in EXPECTED_503:
+        return code
     if status == 503:
         return "unavailable"
     return "5xx"
+
+
+def error_key(record: dict[str, Any]) -> str | None:
+    """What failed, for the errors-by-code table: ``503 read_only_mode``, ``timeout ReadTimeout``, ... (None: ok)."""
+    if record["outcome"] == "ok":
+        return None
+    if record["status"] is None:
+        return f"{record['outcome']} {record['code'] or '?'}"
+    return f"{record['status']} {record['code'] or '-'}"
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -55,6 +76,8 @@ def load(folder: Path) -> list[Run]:
     with (folder / "requests.jsonl").open() as f:
         for line in f:
             record = json.loads(line)
+            if record.get("status") is not None:
+                record["outcome"] = outcome_of(record["status"], record.get("code") or "")
             records.setdefault(record["mode"], []).append(record)
     return [
         Run(mode, m["phases"], m["events"], records.get(mode, []), m.get("log_findings", {}), m.get("loadavg", {}))
@@ -62,10 +85,22 @@ def load(folder: Path) -> list[Run]:
     ]
 
 
+def longest_dip(records: list[dict[str, Any]], start: float, end: float) -> tuple[float, float]:
+    """(length, start) of the longest stretch of [start, end] in which none of ``records`` completed."""
+    done = sorted(t for r in records if start <= (t := r["t"] + r["latency"]) <= end)
+    best, at = 0.0, start
+    for before, after in zip([start, *done], [*done, end], strict=True):
+        if after - before > best:
+            best, at = after - before, before
+    return best, at
+
+
 def phase_stats(records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     reads = [r for r in records if r["kind"] == "read"]
     writes = [r for r in records if r["kind"] == "write"]
     outcomes = Counter(r["outcome"] for r in records)
+    write_outcomes = Counter(r["outcome"] for r in writes)
+    writes_201 = sum(r["status"] == 201 for r in writes)
     return {
         "requests": len(records),
         "rps": len(records) / seconds if seconds else 0.0,
@@ -85,6 +120,13 @@ def phase_stats(records: list[dict[str, Any]], seconds: float) -> dict[str, Any]
         "write_p50": percentile([r["latency"] for r in writes], 50),
         "write_p99": percentile([r["latency"] for r in writes], 99),
         "read_max": max((r["latency"] for r in reads), default=None),
+        "reads_slow": sum(r["latency"] > SLOW_SECONDS for r in reads),
+        "writes_201": writes_201,
+        "writes_read_only": write_outcomes["read_only_mode"],
+        "writes_unknown": write_outcomes["outcome_unknown"],
+        "writes_other": len(writes) - writes_201 - write_outcomes["read_only_mode"] - write_outcomes["outcome_unknown"],
+        "errors": Counter(key for r in records if (key := error_key(r))),
+        "dip": None,  # (seconds, start) -- table_rows sets it: it needs the records of every phase
     }
 
 
@@ -104,10 +146,17 @@ def table_rows(runs: list[Run]) -> list[tuple[str, str, dict[str, Any]]]:
             if span is None:
                 continue
             records = [r for r in run.records if r["phase"] == name]
-            rows.append((titles[name], run.mode, phase_stats(records, span["end"] - span["start"])))
+            stats = phase_stats(records, span["end"] - span["start"])
+            length, at = longest_dip(run.records, span["start"], span["end"])
+            stats["dip"] = (length, at - span["start"])
+            rows.append((titles[name], run.mode, stats))
     for run in runs:
         seconds = sum(p["end"] - p["start"] for p in run.phases)
-        rows.append(("all phases", run.mode, phase_stats(run.records, seconds)))
+        stats = phase_stats(run.records, seconds)
+        if run.phases:
+            length, at = longest_dip(run.records, run.phases[0]["start"], run.phases[-1]["end"])
+            stats["dip"] = (length, at)
+        rows.append(("all phases", run.mode, stats))
     return rows
 
 
@@ -118,26 +167,57 @@ def _ms(value: float | None) -> str:
     return f"{ms:.0f}" if ms >= 10 else f"{ms:.1f}"
 
 
-COLUMNS = (
+def _dip(stats: dict[str, Any]) -> str:
+    if stats["dip"] is None:
+        return "-"
+    length, at = stats["dip"]
+    return f"{length:.2f} s @{at:.1f}"
+
+
+Column = tuple[str, Callable[[str, str, dict[str, Any]], str]]
+
+OUTCOME_COLUMNS: tuple[Column, ...] = (
     ("phase", lambda t, m, s: t),
     ("mode", lambda t, m, s: m),
     ("req", lambda t, m, s: str(s["requests"])),
     ("req/s", lambda t, m, s: f"{s['rps']:.1f}"),
     ("GETs failed", lambda t, m, s: f"{s['reads_failed']}/{s['reads']}"),
-    ("writes ok", lambda t, m, s: f"{s['writes_ok']}/{s['writes']}"),
-    ("503 read_only", lambda t, m, s: str(s["read_only_mode"])),
-    ("503 other", lambda t, m, s: str(s["unavailable"])),
-    ("other 5xx", lambda t, m, s: str(s["other_5xx"])),
-    ("timeout/conn", lambda t, m, s: str(s["timeouts"])),
+    ("writes", lambda t, m, s: str(s["writes"])),
+    ("201", lambda t, m, s: str(s["writes_201"])),
+    ("503 read_only", lambda t, m, s: str(s["writes_read_only"])),
+    ("503 unknown", lambda t, m, s: str(s["writes_unknown"])),
+    ("other", lambda t, m, s: str(s["writes_other"])),
     ("stale", lambda t, m, s: str(s["stale"])),
-    ("read p50 ms", lambda t, m, s: _ms(s["read_p50"])),
-    ("read p99 ms", lambda t, m, s: _ms(s["read_p99"])),
+)
+LATENCY_COLUMNS: tuple[Column, ...] = (
+    ("phase", lambda t, m, s: t),
+    ("mode", lambda t, m, s: m),
+    ("GET p50 ms", lambda t, m, s: _ms(s["read_p50"])),
+    ("GET p99 ms", lambda t, m, s: _ms(s["read_p99"])),
+    ("GET max ms", lambda t, m, s: _ms(s["read_max"])),
+    ("GETs > 1 s", lambda t, m, s: str(s["reads_slow"])),
     ("write p50 ms", lambda t, m, s: _ms(s["write_p50"])),
     ("write p99 ms", lambda t, m, s: _ms(s["write_p99"])),
+    ("longest dip", lambda t, m, s: _dip(s)),
 )
-
-SLOW_SECONDS = 1.0
 RECOVERY_HEADER = ("phase", "mode", "events", "requests > 1 s", "max ms", "hurt until", "writes back")
+
+OUTCOME_NOTE = (
+    "Requests and outcomes. GETs failed: x of y; writes (POST /api/cart/items/) by answer: 201, 503 read_only_mode "
+    "(refused, nothing written), 503 outcome_unknown (cut off, may have committed), other (any other status, "
+    "client timeout, connection error); stale: X-Data-Stale answers."
+)
+LATENCY_NOTE = (
+    "Latency and throughput. Percentiles: nearest rank over every request of the kind, errors included; GETs > 1 s: "
+    "GETs that took over a second to answer; longest dip: the longest stretch of the phase with no request "
+    "completed (any answer or client timeout), and when it began, in seconds into the phase."
+)
+ERRORS_NOTE = "Errors by code: every request (GET or write) that did not get a 2xx/3xx, by status and error code."
+RECOVERY_NOTE = (
+    "Recovery: hurt until = when the last request that failed (other than 503 read_only_mode) or took over 1 s "
+    "ended, in seconds into the phase; writes back = seconds from the node coming back to the first successful "
+    "write sent after it and after the last failed write."
+)
 
 
 def recovery_rows(runs: list[Run]) -> list[list[str]]:
@@ -185,8 +265,38 @@ def recovery_rows(runs: list[Run]) -> list[list[str]]:
     return rows
 
 
-def _cells(runs: list[Run]) -> list[list[str]]:
-    return [[fn(title, mode, stats) for _, fn in COLUMNS] for title, mode, stats in table_rows(runs)]
+def _cells(columns: tuple[Column, ...], rows: list[tuple[str, str, dict[str, Any]]]) -> list[list[str]]:
+    return [[fn(title, mode, stats) for _, fn in columns] for title, mode, stats in rows]
+
+
+def error_table(rows: list[tuple[str, str, dict[str, Any]]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the errors-by-code table: one column per status + code seen anywhere in the run."""
+    codes = sorted({code for _, _, stats in rows for code in stats["errors"]})
+    header = ["phase", "mode", *codes] if codes else ["phase", "mode", "errors"]
+    cells = []
+    for title, mode, stats in rows:
+        counts = [str(stats["errors"].get(code, 0)) for code in codes] if codes else ["0"]
+        cells.append([title, mode, *counts])
+    return header, cells
+
+
+def p99_ratios(runs: list[Run]) -> list[str]:
+    """Per fault phase, one line: GET p99 of resilient and naive, and resilient ÷ naive."""
+    by_mode = {run.mode: run for run in runs}
+    if not {"resilient", "naive"} <= by_mode.keys():
+        return []
+    lines = []
+    for span in by_mode["resilient"].phases:
+        if not span.get("fault"):
+            continue
+        p99 = {}
+        for mode in ("resilient", "naive"):
+            reads = [r["latency"] for r in by_mode[mode].records if r["phase"] == span["name"] and r["kind"] == "read"]
+            p99[mode] = percentile(reads, 99)
+        res, nai = p99["resilient"], p99["naive"]
+        ratio = f"{res / nai:.2f}" if res is not None and nai else "-"
+        lines.append(f"{span['title']}: GET p99 resilient {_ms(res)} ms ÷ naive {_ms(nai)} ms = {ratio}")
+    return lines
 
 
 def _aligned(header: list[str], rows: list[list[str]], numeric_from: int) -> list[str]:
@@ -203,8 +313,20 @@ def _aligned(header: list[str], rows: list[list[str]], numeric_from: int) -> lis
 
 
 def text_table(runs: list[Run]) -> str:
-    lines = _aligned([name for name, _ in COLUMNS], _cells(runs), numeric_from=2)
-    lines += ["", *_aligned(list(RECOVERY_HEADER), recovery_rows(runs), numeric_from=3), ""]
+    rows = table_rows(runs)
+    header, errors = error_table(rows)
+
+    def note(text: str) -> list[str]:
+        return ["", *textwrap.wrap(text, 110), ""]
+
+    lines = note(OUTCOME_NOTE)[1:] + _aligned([name for name, _ in OUTCOME_COLUMNS], _cells(OUTCOME_COLUMNS, rows), 2)
+    lines += note(LATENCY_NOTE) + _aligned([name for name, _ in LATENCY_COLUMNS], _cells(LATENCY_COLUMNS, rows), 2)
+    lines += note(ERRORS_NOTE) + _aligned(header, errors, 2)
+    lines += note(RECOVERY_NOTE) + _aligned(list(RECOVERY_HEADER), recovery_rows(runs), numeric_from=3)
+    ratios = p99_ratios(runs)
+    if ratios:
+        lines += ["", "GET p99 per fault phase, resilient ÷ naive (below 1: resilient is faster):", *ratios]
+    lines += [""]
     lines += [f"{run.mode}: gunicorn log {run.log_findings}; machine load average {run.loadavg}" for run in runs]
     return "\n".join(lines)
 
@@ -224,8 +346,16 @@ def _markdown(header: list[str], rows: list[list[str]], numeric_from: int) -> li
 
 
 def markdown_table(runs: list[Run]) -> str:
-    lines = _markdown([name for name, _ in COLUMNS], _cells(runs), numeric_from=2)
-    lines += ["", *_markdown(list(RECOVERY_HEADER), recovery_rows(runs), numeric_from=3)]
+    rows = table_rows(runs)
+    header, errors = error_table(rows)
+    lines = [OUTCOME_NOTE, "", *_markdown([name for name, _ in OUTCOME_COLUMNS], _cells(OUTCOME_COLUMNS, rows), 2)]
+    lines += ["", LATENCY_NOTE, "", *_markdown([n for n, _ in LATENCY_COLUMNS], _cells(LATENCY_COLUMNS, rows), 2)]
+    lines += ["", ERRORS_NOTE, "", *_markdown(header, errors, 2)]
+    lines += ["", RECOVERY_NOTE, "", *_markdown(list(RECOVERY_HEADER), recovery_rows(runs), numeric_from=3)]
+    ratios = p99_ratios(runs)
+    if ratios:
+        lines += ["", "GET p99 per fault phase, resilient ÷ naive (below 1: resilient is faster):", ""]
+        lines += [f"- {line}" for line in ratios]
     return "\n".join(lines)
 
 
@@ -233,7 +363,8 @@ _ACCESS_STATUS = re.compile(r'" (\d{3}) ')
 
 
 def scan_log(path: Path) -> dict[str, int]:
-    """What gunicorn's log says: 5xx answers, tracebacks, worker timeouts, node state changes, re-runs."""
+    """What gunicorn's log says: 5xx answers, tracebacks, worker timeouts, node state changes, re-runs, replicas
+    taken out of the read rotation as slow."""
     counts: Counter[str] = Counter()
     try:
         text = path.read_text(errors="replace")
@@ -253,6 +384,8 @@ def scan_log(path: Path) -> dict[str, int]:
             counts["node_up"] += 1
         if "re-running" in line:
             counts["request_rerun"] += 1
+        if "db_replica_slow:" in line:
+            counts["replica_slow"] += 1
     return dict(sorted(counts.items()))
 
 
@@ -265,12 +398,14 @@ STYLE = {
     "ok_write": {"color": "#2ca02c", "marker": ".", "label": "write ok"},
     "ok_slow": {"color": "#17becf", "marker": "o", "label": "2xx, > 1 s"},
     "read_only_mode": {"color": "#ff7f0e", "marker": "^", "label": "503 read_only_mode"},
+    "outcome_unknown": {"color": "#e377c2", "marker": "D", "label": "503 outcome_unknown"},
     "unavailable": {"color": "#9467bd", "marker": "v", "label": "503 other"},
     "5xx": {"color": "#d62728", "marker": "X", "label": "other 5xx"},
     "4xx": {"color": "#8c564b", "marker": "s", "label": "4xx"},
     "timeout": {"color": "#000000", "marker": "x", "label": "timeout / conn error"},
 }
 MODE_COLORS = {"resilient": "#1f77b4", "naive": "#d62728"}
+DIP_SHOWN = 0.5  # seconds: a phase's longest dip is drawn when at least this long
 
 
 def _style_key(record: dict[str, Any]) -> str:
@@ -288,7 +423,7 @@ def _shade(ax: Any, phases: list[dict[str, Any]], events: list[dict[str, Any]], 
             ax.text(
                 (phase["start"] + phase["end"]) / 2,
                 1.0,
-                phase["title"].replace(" + ", "\n+ "),
+                textwrap.fill(phase["title"], 16),
                 transform=ax.get_xaxis_transform(),
                 ha="center",
                 va="bottom",
@@ -301,17 +436,19 @@ def _shade(ax: Any, phases: list[dict[str, Any]], events: list[dict[str, Any]], 
 def plot(runs: list[Run], path: Path) -> Path:
     """Latency over time, one panel per mode, plus answered requests per second of both modes overlaid.
 
-    Each request is a point at the time it was sent; phases are shaded and named, fault events dashed.
+    Each request is a point at the time it was sent; phases are shaded and named, fault events dashed, and a
+    phase's longest dip (no request completed, at least ``DIP_SHOWN`` seconds) is a grey bar.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    phases = max((len(run.phases) for run in runs), default=1)
     fig, axes = plt.subplots(
         len(runs) + 1,
         1,
-        figsize=(14, 3.9 * len(runs) + 2.6),
+        figsize=(max(14.0, 1.3 * phases), 3.9 * len(runs) + 2.8),
         sharex=True,
         squeeze=False,
         gridspec_kw={"height_ratios": [3] * len(runs) + [1.6]},
@@ -337,6 +474,12 @@ def plot(runs: list[Run], path: Path) -> Path:
                 alpha=0.55 if small else 0.9,
                 linewidths=0.8,
             )
+        dips = [(span, longest_dip(run.records, span["start"], span["end"])) for span in run.phases]
+        dips = [(span, length, at) for span, (length, at) in dips if length >= DIP_SHOWN]
+        for i, (_, length, at) in enumerate(dips):
+            label = f"longest dip of a phase, >= {DIP_SHOWN} s (no request completed)" if i == 0 else None
+            ax.hlines(4.2, at, at + length, colors="#444444", lw=4, alpha=0.8, label=label)
+            ax.text(at + length / 2, 4.9, f"{length:.1f} s", ha="center", va="bottom", fontsize=7, color="#444444")
         ax.set_yscale("log")
         ax.set_ylim(3, 30_000)
         ax.set_ylabel("latency, ms (log)")
@@ -355,7 +498,10 @@ def plot(runs: list[Run], path: Path) -> Path:
     ax.set_ylim(bottom=0)
     ax.legend(loc="lower right", fontsize=8, ncol=len(runs), framealpha=0.9)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_xlabel("seconds since the schedule started (shaded: fault phases; dashed red: fault applied / node back)")
+    ax.set_xlabel(
+        "seconds since the schedule started (shaded: fault phases; dashed red: fault applied / node back; grey bar: "
+        "the longest stretch of a phase without an answer)"
+    )
     ax.set_xlim(0, end)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

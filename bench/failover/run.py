@@ -7,8 +7,10 @@ For each ``DB_FAILOVER_MODE`` (``resilient``, ``naive``) the run
 2. starts gunicorn (2 workers) against it and registers and logs in a few users over HTTP;
 3. runs a paced, bounded mixed load from a few client threads (reads: product list and detail pages;
    writes: ``POST /api/cart/items/`` as a logged-in user) while the main thread applies the fault schedule
-   (:func:`schedule`): kill / restart / hang / resume the replica, kill / restart the primary, and finally
-   kill the primary and promote the replica;
+   (:func:`schedule`): kill / restart / hang / resume the replica, slow the replica (``devstack slow``: its
+   processes SIGSTOPped for ``--slow-duty`` of every ``--slow-period``, a CPU-starved node that answers
+   slowly) and end that, hang / resume the primary (the replica stays up), kill / restart the primary, and
+   finally kill the primary and promote the replica;
 4. stops gunicorn and takes the stack down.
 
 A request belongs to the phase in which it was sent, except that one still in flight when a fault is applied
@@ -97,14 +99,31 @@ def _act(method: str, node: str, label: str) -> Callable[[Stack, Callable[[str],
     return action
 
 
-def schedule(seconds: float, promote: bool = True) -> list[Phase]:
-    """The fault schedule; ``seconds`` per phase (the promotion phase gets 1.4 times that)."""
+def _slow(node: str, duty: float, period: float, label: str) -> Callable[[Stack, Callable[[str], None]], None]:
+    def action(stack: Stack, mark: Callable[[str], None]) -> None:
+        stack.slow(node, duty, period)
+        mark(label)
+
+    return action
+
+
+def schedule(seconds: float, promote: bool = True, slow_duty: float = 0.8, slow_period: float = 0.1) -> list[Phase]:
+    """The fault schedule; ``seconds`` per phase (the promotion phase gets 1.4 times that).
+
+    The replica is slowed (``slow_duty`` of every ``slow_period`` seconds stopped) after its hang, and the
+    primary hung (the replica up) before it is killed.
+    """
+    slowed = _slow("replica", slow_duty, slow_period, "replica slowed")
     phases = [
         Phase("baseline", "baseline", None, seconds),
         Phase("replica_killed", "replica kill -9", _act("kill", "replica", "replica killed"), seconds, fault=True),
         Phase("replica_back", "replica restarted", _act("start", "replica", "replica started"), seconds),
         Phase("replica_hung", "replica SIGSTOP", _act("hang", "replica", "replica hung"), seconds, fault=True),
         Phase("replica_resumed", "replica SIGCONT", _act("resume", "replica", "replica resumed"), seconds),
+        Phase("replica_slow", f"replica slow ({slow_duty:.0%} stopped)", slowed, seconds, fault=True),
+        Phase("replica_unslowed", "replica full speed", _act("resume", "replica", "replica full speed"), seconds),
+        Phase("primary_hung", "primary SIGSTOP", _act("hang", "primary", "primary hung"), seconds, fault=True),
+        Phase("primary_resumed", "primary SIGCONT", _act("resume", "primary", "primary resumed"), seconds),
         Phase("primary_killed", "primary kill -9", _act("kill", "primary", "primary killed"), seconds, fault=True),
         Phase("primary_back", "primary restarted", _act("start", "primary", "primary started"), seconds),
     ]
@@ -310,7 +329,7 @@ def run_mode(
     users = register_users(server.url, args.users, mode[:3])
     read_ids, write_ids = product_ids(server.url)
 
-    phases = schedule(args.phase_seconds, promote=not args.no_promote)
+    phases = schedule(args.phase_seconds, not args.no_promote, args.slow_duty, args.slow_period)
     load = LoadState(mode, server.url, users, read_ids, write_ids, t0=time.monotonic() + args.warmup)
     load.fault_phases = frozenset(p.name for p in phases if p.fault)
     interval = args.threads / args.rate
@@ -402,10 +421,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=6, help="registered users (%(default)s)")
     p.add_argument("--seed", type=int, default=1, help="random seed of the request mix (%(default)s)")
     p.add_argument("--no-promote", action="store_true", help="leave out the kill-primary-and-promote phase")
+    p.add_argument(
+        "--slow-duty", type=float, default=0.8, help="share of each cycle the slowed replica is stopped (%(default)s)"
+    )
+    p.add_argument("--slow-period", type=float, default=0.1, help="seconds per stop/continue cycle (%(default)s)")
     add_common_args(p, name="bench-failover", port_base=61000, prefix="failover", docs_plot=DOCS_PLOT)
     args = p.parse_args(argv)
     if not 1 <= args.threads <= 32 or not 0 < args.rate <= 500 or not 1 <= args.phase_seconds <= 60:
         p.error("keep it bounded: 1-32 threads, rate 0-500/s, 1-60 s per phase")
+    if not 0 < args.slow_duty < 1 or not 0.01 <= args.slow_period <= 10:
+        p.error("--slow-duty takes 0-1 (exclusive), --slow-period 0.01-10 s")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or set(modes) - set(MODES):
         p.error(f"--modes takes {', '.join(MODES)}")

@@ -10,11 +10,14 @@ its ports are picked free at run time, so two runs (``make test`` and a run of t
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shlex
+import signal
 import socket
 import stat
+import statistics
 import subprocess
 import sys
 import time
@@ -25,7 +28,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from devstack import DevstackError, Stack
+from devstack import DevstackError, Stack, throttle
 from devstack.procs import alive, descendants, port_in_use, stopped
 
 PREFIX = "pytest-devstack-"
@@ -258,6 +261,119 @@ def test_hang_and_resume_replica(stack: Stack) -> None:
     assert not stopped(pid) and not any(stopped(k) for k in kids if alive(k))
     assert query(env["DATABASE_REPLICA_URLS"], "select 1") == [(1,)]
     stack.wait_streaming(timeout=15)
+
+
+def select1_median(url: str, tries: int = 20) -> float:
+    """Median ``SELECT 1`` round trip on one connection, the tries spaced at random (a duty cycle is sampled, not
+    the run window of one period: back-to-back queries would all fit in one)."""
+    with connect(url) as conn:
+        times = []
+        for _ in range(tries):
+            time.sleep(random.uniform(0.01, 0.05))
+            t0 = time.perf_counter()
+            conn.execute("select 1").fetchall()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def slowed_entry(stack: Stack, node: str) -> dict | None:
+    """What ``state.json`` records of the node's slow cycler (None when it records none)."""
+    return json.loads(stack.state_file.read_text()).get("slowed", {}).get(node)
+
+
+def family(stack: Stack, node: str) -> list[int]:
+    pid = stack.status()[node]["pid"]
+    return [pid, *(p.pid for p in descendants(pid))] if node != "redis" else [pid]
+
+
+def never_stopped(pids: list[int], seconds: float = 0.5) -> bool:
+    """Sampled every few ms for ``seconds``: no process of ``pids`` is ever in state T (stopped)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if any(stopped(p) for p in pids):
+            return False
+        time.sleep(0.003)
+    return True
+
+
+def test_slow_replica_answers_slowly_until_resumed(stack: Stack) -> None:
+    url = stack.env()["DATABASE_REPLICA_URLS"]
+    normal = select1_median(url)
+    stack.slow("replica", duty=0.8)
+    entry = slowed_entry(stack, "replica")
+    assert entry and alive(entry["pid"]) and alive(entry["guardian"])
+    assert (entry["duty"], entry["period"]) == (0.8, 0.1)
+    slowed = select1_median(url)
+    assert slowed > 3 * normal and slowed > 0.005, (normal, slowed)
+    with connect(url) as conn:  # a backend forked while the cycle runs is stopped too
+        backend = conn.execute("select pg_backend_pid()").fetchone()[0]
+        wait_for(lambda: stopped(backend), timeout=5, interval=0.002)
+
+    stack.resume("replica")
+    assert not alive(entry["pid"]) and not alive(entry["guardian"])
+    assert throttle.find(f"{stack.run_dir}/replica") == [] and slowed_entry(stack, "replica") is None
+    assert never_stopped(family(stack, "replica"))
+    back = select1_median(url)
+    assert back < max(3 * normal, 0.01), (normal, slowed, back)
+    stack.wait_streaming(timeout=15)
+
+
+def test_slow_cli_and_a_killed_cycler_never_leaves_the_node_stopped(stack: Stack) -> None:
+    proc = cli("slow", "replica", "--duty", "0.9", "--period", "0.05")
+    assert proc.returncode == 0, proc.stderr
+    entry = slowed_entry(stack, "replica")
+    assert entry and (entry["duty"], entry["period"]) == (0.9, 0.05)
+    pid = stack.status()["replica"]["pid"]
+    wait_for(lambda: stopped(pid), timeout=2, interval=0.002)
+
+    os.kill(entry["pid"], signal.SIGKILL)  # no chance to clean up: its guardian does it
+    wait_for(lambda: not alive(entry["guardian"]), timeout=5)
+    assert never_stopped(family(stack, "replica"))
+    assert query(stack.env()["DATABASE_REPLICA_URLS"], "select 1") == [(1,)]
+    proc = cli("resume", "replica")
+    assert proc.returncode == 0, proc.stderr
+    assert slowed_entry(stack, "replica") is None
+
+    for bad in (["--duty", "1"], ["--duty", "0"], ["--period", "0"]):
+        proc = cli("slow", "replica", *bad)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert slowed_entry(stack, "replica") is None and never_stopped([pid], 0.1)
+
+
+def test_up_start_stop_hang_and_down_end_a_slow_node_and_leave_it_running(stack: Stack) -> None:
+    stack.slow("redis")
+    cycler = slowed_entry(stack, "redis")["pid"]
+    stack.up()
+    assert not alive(cycler) and never_stopped(family(stack, "redis"))
+    assert stack.status()["redis"]["responding"] is True
+
+    stack.slow("primary")
+    cycler = slowed_entry(stack, "primary")["pid"]
+    stack.start("primary")  # already running: only the cycle ends
+    assert not alive(cycler) and never_stopped(family(stack, "primary"))
+
+    stack.slow("replica")
+    stack.slow("replica", duty=0.5)  # replaces the cycle
+    entry = slowed_entry(stack, "replica")
+    assert entry["duty"] == 0.5 and len(throttle.find(f"{stack.run_dir}/replica")) == 2  # cycler + guardian
+    stack.hang("replica")  # the cycle ends; the node stays stopped, as hang leaves it
+    assert not alive(entry["pid"]) and all(stopped(p) for p in family(stack, "replica"))
+    with pytest.raises(DevstackError, match="resume it"):
+        stack.slow("replica")
+    stack.resume("replica")
+
+    stack.slow("replica")
+    cycler = slowed_entry(stack, "replica")["pid"]
+    stack.stop("replica")  # a clean stop (it waits for the node to finish, which a stopped node never does)
+    assert not alive(cycler) and stack.status()["replica"]["running"] is False
+    stack.start("replica")
+
+    stack.slow("replica")
+    cycler = slowed_entry(stack, "replica")["pid"]
+    pids = family(stack, "replica")
+    stack.down()
+    assert not alive(cycler) and throttle.find(f"{stack.run_dir}/replica") == []
+    assert not any(alive(p) or stopped(p) for p in pids)
 
 
 def test_apply_delay(stack: Stack) -> None:
