@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import connections
 
 from resilience.controls.state import controls_replace
+from resilience.db.backend.connect import DeadlineConnection, connect_deadline
 from resilience.db.lsn import lsn_to_int
 from resilience.db.nodes import PRIMARY, NodeRegistry, registry
 from resilience.db.watchdog import watchdog
@@ -84,10 +85,12 @@ class NodeMonitor:
         self.probes = 0  # probes run so far (the benchmark reports the rate)
 
     def start(self) -> None:
+        self.nodes.probing = True
         for thread in self._threads:
             thread.start()
 
     def stop(self) -> None:
+        self.nodes.probing = False
         self._stop.set()
         for thread in self._threads:
             if thread.is_alive():
@@ -132,18 +135,42 @@ class NodeMonitor:
             conn = self._connections.get(key)
         if conn is None or conn.closed or conn.broken:
             params = connections[alias].get_connection_params()
-            conn = psycopg.connect(**params, autocommit=True)
+            token = connect_deadline.set(self.deadline)  # a hung node: given up on in the probe's time, not 2 s
+            try:
+                conn = DeadlineConnection.connect(**params, autocommit=True)
+            finally:
+                connect_deadline.reset(token)
             with self._connections_lock:
                 self._connections[key] = conn
         return conn
 
     def _query(self, alias: str, sql: str, purpose: str = "probe") -> list[tuple[Any, ...]]:
-        conn = self._connection(alias, purpose)
-        ticket = watchdog.arm(conn.pgconn.socket, self.deadline, f"{alias} ({purpose})")
+        # Overdue probe = suspect node: this worker's safe reads on it are hedged off (re-run elsewhere) at once.
+        suspect_after = self.nodes.policy.suspect_after
+        timer = None
+        if purpose == "probe" and suspect_after is not None:
+            timer = watchdog.call_after(suspect_after, lambda: self._suspected(alias), f"{alias} (suspect)")
         try:
-            return conn.execute(sql).fetchall()
+            conn = self._connection(alias, purpose)
+            ticket = watchdog.arm(conn.pgconn.socket, self.deadline, f"{alias} ({purpose})")
+            try:
+                return conn.execute(sql).fetchall()
+            finally:
+                watchdog.disarm(ticket)
         finally:
-            watchdog.disarm(ticket)
+            if timer is not None:
+                watchdog.disarm(timer)
+
+    @staticmethod
+    def _suspected(alias: str) -> None:
+        hedged = watchdog.cut_rerunnable(alias)
+        if hedged:
+            logger.info(
+                "%s is slow to answer its probe: %d read(s) in flight there run again elsewhere",
+                alias,
+                hedged,
+                extra={"event": "db_reads_hedged", "node": alias, "hedged": hedged},
+            )
 
     def _drop(self, alias: str, purpose: str = "probe") -> None:
         with self._connections_lock:

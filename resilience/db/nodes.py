@@ -96,6 +96,9 @@ class NodeRegistry:
     ) -> None:
         self._lock = threading.Lock()
         self.policy = policy
+        # Set by a running NodeMonitor: only a process that probes follows the fleet's trips (it is also the one
+        # that can find the node back; a command without a monitor would keep a reported node down for good).
+        self.probing = False
         self._probe_started: dict[str, float] = {}  # alias -> monotonic start of the probe in flight
         self.trips = trips  # None: this registry's trips are its own (a scratch registry, the naive mode)
         self.trip_sync_seconds = trip_sync_seconds
@@ -177,7 +180,7 @@ class NodeRegistry:
 
     def _follow_trips(self) -> None:
         """Mark down the nodes other workers found dead since this process last probed them (once a second)."""
-        if self.trips is None:
+        if self.trips is None or not self.probing:
             return
         now = time.monotonic()
         if now - self._trips_read_at < self.trip_sync_seconds:

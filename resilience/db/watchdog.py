@@ -15,23 +15,41 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Target:
+    fileno: int | None  # the connection's socket; None for a timer
+    label: str  # the node's alias (the probe's: "<alias> (probe)")
+    rerunnable: bool = False  # a read of a request that may run again elsewhere (see cut_rerunnable)
+    callback: Callable[[], None] | None = None  # a timer: called at the deadline instead of cutting
 
 
 class QueryWatchdog:
     def __init__(self) -> None:
         self._lock = threading.Condition()
         self._heap: list[tuple[float, int]] = []
-        self._armed: dict[int, tuple[int, str]] = {}  # ticket -> (socket fd, label)
+        self._armed: dict[int, _Target] = {}
+        self._hedged: set[int] = set()  # tickets cut off by cut_rerunnable (their node suspect, not down)
         self._tickets = itertools.count(1)
         self._thread: threading.Thread | None = None
 
-    def arm(self, fileno: int, seconds: float, label: str) -> int:
+    def arm(self, fileno: int, seconds: float, label: str, *, rerunnable: bool = False) -> int:
+        return self._arm(seconds, _Target(fileno, label, rerunnable))
+
+    def call_after(self, seconds: float, callback: Callable[[], None], label: str) -> int:
+        """Call ``callback`` on the watchdog's thread after ``seconds`` unless disarmed first (a probe overdue)."""
+        return self._arm(seconds, _Target(None, label, callback=callback))
+
+    def _arm(self, seconds: float, target: _Target) -> int:
         deadline = time.monotonic() + seconds
         with self._lock:
             ticket = next(self._tickets)
-            self._armed[ticket] = (fileno, label)
+            self._armed[ticket] = target
             heapq.heappush(self._heap, (deadline, ticket))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="db-query-watchdog", daemon=True)
@@ -43,6 +61,12 @@ class QueryWatchdog:
     def disarm(self, ticket: int) -> None:
         with self._lock:
             self._armed.pop(ticket, None)
+            self._hedged.discard(ticket)
+
+    def hedged(self, ticket: int) -> bool:
+        """Whether :meth:`cut_rerunnable` cut this ticket's query off (its caller retries elsewhere)."""
+        with self._lock:
+            return ticket in self._hedged
 
     def cut_node(self, label: str) -> int:
         """Cut off every query in flight under ``label`` now (its node was found dead); returns how many.
@@ -50,12 +74,28 @@ class QueryWatchdog:
         The requests waiting on them fail at once and are run again elsewhere, instead of each waiting out its own
         deadline on a node that will not answer.
         """
+        return self._cut_where(lambda target: target.label == label, hedge=False)
+
+    def cut_rerunnable(self, label: str) -> int:
+        """Cut off the queries in flight under ``label`` whose requests may run again elsewhere (safe reads): the
+        node is suspect (its probe overdue), not known dead. A hedge: they re-run on a healthy node now instead of
+        waiting for the probe's verdict; :meth:`hedged` tells their caller so (the node is not marked down for it).
+        """
+        return self._cut_where(lambda target: target.label == label and target.rerunnable, hedge=True)
+
+    def _cut_where(self, chosen: Callable[[_Target], bool], *, hedge: bool) -> int:
         with self._lock:
-            targets = [(ticket, target) for ticket, target in self._armed.items() if target[1] == label]
+            targets = [
+                (ticket, target)
+                for ticket, target in self._armed.items()
+                if target.fileno is not None and chosen(target)
+            ]
             for ticket, _ in targets:
                 del self._armed[ticket]
-        for _, (fileno, _label) in targets:
-            self._shut(fileno, label)
+                if hedge:
+                    self._hedged.add(ticket)
+        for _, target in targets:
+            self._shut(target.fileno, target.label)  # type: ignore[arg-type]
         return len(targets)
 
     def _run(self) -> None:
@@ -70,13 +110,17 @@ class QueryWatchdog:
                     continue
                 heapq.heappop(self._heap)
                 target = self._armed.pop(ticket, None)
-            if target is not None:
-                self._cut(*target)
-
-    @classmethod
-    def _cut(cls, fileno: int, label: str) -> None:
-        logger.warning("query deadline passed on %s: cutting the connection off", label, extra={"node": label})
-        cls._shut(fileno, label)
+            if target is None:
+                continue
+            if target.callback is not None:
+                target.callback()
+            else:
+                logger.warning(
+                    "query deadline passed on %s: cutting the connection off",
+                    target.label,
+                    extra={"node": target.label},
+                )
+                self._shut(target.fileno, target.label)  # type: ignore[arg-type]
 
     @staticmethod
     def _shut(fileno: int, label: str) -> None:

@@ -117,10 +117,17 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         if writes:
             context.record_write()  # raw SQL too: a request that wrote is never run again
         commits_itself = writes and self.get_autocommit()
-        with self._deadline():
+        state = context.current()
+        rerunnable = state is not None and state.safe_method and not state.wrote and not writes
+        with self._deadline(rerunnable=rerunnable) as ticket:
             try:
                 return execute(sql, params, many, ctx)
             except DjangoDatabaseError as exc:
+                if ticket is not None and watchdog.hedged(ticket):
+                    # Cut off because the node is suspect (its probe overdue), not found dead: the middleware runs
+                    # the request again elsewhere; the probe, not this read, decides whether the node is down.
+                    context.record_failure(self.alias)
+                    raise
                 if self._query_failed(exc) and commits_itself:
                     context.record_outcome_unknown()
                 raise
@@ -143,13 +150,13 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
                 raise
 
     @contextmanager
-    def _deadline(self) -> Iterator[None]:
+    def _deadline(self, *, rerunnable: bool = False) -> Iterator[int | None]:
         connection = self.connection
         ticket = None
         if connection is not None and not connection.closed:
-            ticket = watchdog.arm(connection.pgconn.socket, self.query_deadline, self.alias)
+            ticket = watchdog.arm(connection.pgconn.socket, self.query_deadline, self.alias, rerunnable=rerunnable)
         try:
-            yield
+            yield ticket
         finally:
             if ticket is not None:
                 watchdog.disarm(ticket)

@@ -219,3 +219,39 @@ def _request():
     from django.test import RequestFactory
 
     return RequestFactory().post("/api/orders/")
+
+
+def _sleep_on_replica_in(state: context.RoutingState):
+    def work() -> None:
+        with context.routing(state), connections[REPLICA].cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(20)")
+
+    return _run_in_thread(work)
+
+
+def test_a_suspect_node_has_its_safe_reads_hedged_off_without_being_marked_down() -> None:
+    from resilience.db.watchdog import watchdog
+
+    state = context.RoutingState(safe_method=True)
+    thread, outcome = _sleep_on_replica_in(state)
+    time.sleep(0.5)
+    assert watchdog.cut_rerunnable(REPLICA) == 1  # what the monitor does when the replica's probe is overdue
+    thread.join(timeout=5)
+    assert isinstance(outcome.get("error"), DatabaseError) and outcome["seconds"] < 3
+    assert REPLICA in state.failed  # the middleware runs the request again elsewhere ...
+    assert registry().state(REPLICA).reachable  # ... and the probe, not this read, decides whether it is down
+
+
+def test_a_write_requests_read_is_not_hedged() -> None:
+    from resilience.db.watchdog import watchdog
+
+    state = context.RoutingState(safe_method=False)
+    thread, outcome = _sleep_on_replica_in(state)
+    time.sleep(0.5)
+    try:
+        assert watchdog.cut_rerunnable(REPLICA) == 0  # a write request is not run twice on a suspicion
+    finally:
+        registry().mark_down(REPLICA, "test: end the sleeper")  # cuts it off for real
+        thread.join(timeout=5)
+        registry().record_probe(REPLICA, in_recovery=True, lag_seconds=0, lag_bytes=0, replay_lsn=None)
+    assert isinstance(outcome.get("error"), DatabaseError)

@@ -28,7 +28,9 @@ def replica() -> Iterator[str]:
 
 
 def worker(replica: str, cache_alias: str = "default") -> NodeRegistry:
-    return NodeRegistry([replica], max_lag_seconds=30, trips=SharedNodeTrips(cache_alias), trip_sync_seconds=0.0)
+    nodes = NodeRegistry([replica], max_lag_seconds=30, trips=SharedNodeTrips(cache_alias), trip_sync_seconds=0.0)
+    nodes.probing = True  # as its running monitor sets it
+    return nodes
 
 
 def probed_ok(registry: NodeRegistry, alias: str) -> None:
@@ -76,3 +78,11 @@ def test_with_redis_down_trips_stay_in_the_worker(replica, settings):
     a.mark_down(replica, "connection refused")  # no error, though Redis is down
     assert a.may_connect(replica) is False
     assert b.may_connect(replica) is True
+
+
+def test_a_process_without_a_monitor_ignores_the_fleets_trips(replica):
+    """A management command: it cannot probe the node back, so a reported trip would keep it down for good."""
+    a = worker(replica)
+    command = NodeRegistry([replica], max_lag_seconds=30, trips=SharedNodeTrips(), trip_sync_seconds=0.0)
+    a.mark_down(replica, "connection refused")
+    assert command.may_connect(replica) is True
