@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import time
+import uuid
 from contextlib import suppress
 
 from devstack.redis import find_redis
@@ -24,6 +25,16 @@ def free_port() -> int:
 
 def dead_redis_url() -> str:
     return f"redis://127.0.0.1:{free_port()}/0"
+
+
+def dead_redis_cache() -> dict:
+    """A ``CACHES`` entry: a fallback cache of its own (its own process memory) at a Redis that is down."""
+    return {
+        "BACKEND": "resilience.cache.FallbackCache",
+        "LOCATION": dead_redis_url(),
+        "KEY_PREFIX": f"t-{uuid.uuid4().hex[:8]}",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
+    }
 
 
 def stack_redis_url() -> str:

@@ -21,7 +21,7 @@ from resilience.auth.tokens import tokens_for_user
 from resilience.db.nodes import PRIMARY, registry
 from tests.factories import UserFactory
 from tests.helpers import assert_error, dead
-from tests.redis_servers import dead_redis_url
+from tests.redis_servers import dead_redis_cache
 
 REPLICA = "replica_1"
 REFRESH = "/api/auth/token/refresh/"
@@ -112,14 +112,7 @@ def test_the_replica_blacklist_refuses_a_token_the_cache_forgot(client):
 
 
 def test_with_redis_down_too_this_worker_still_refuses_and_the_window_is_counted(client, settings):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "resilience.cache.FallbackCache",
-            "LOCATION": dead_redis_url(),
-            "KEY_PREFIX": f"t-{uuid.uuid4().hex[:8]}",
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
-        }
-    }
+    settings.CACHES = {"default": dead_redis_cache()}
     user = UserFactory()
     token = tokens_for_user(user)["refresh"]
     _replicated(user)

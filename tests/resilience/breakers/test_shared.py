@@ -15,7 +15,7 @@ from resilience.breakers.breaker import BreakerConfig, CircuitBreaker, CircuitOp
 from resilience.breakers.shared import SharedBreakerState
 from resilience.cache.circuit import reset_circuits
 from resilience.guard_rails import FakeClock
-from tests.redis_servers import dead_redis_url
+from tests.redis_servers import dead_redis_cache
 
 THRESHOLD, RESET = 3, 10.0
 
@@ -139,15 +139,6 @@ def test_a_trial_whose_worker_died_stops_blocking_after_the_reset_timeout(name):
 
 def test_with_redis_down_each_worker_counts_and_opens_on_its_own(name, settings):
     """Two workers = two fallback caches (each with its own process memory) at a Redis that is down."""
-
-    def dead_redis_cache() -> dict:
-        return {
-            "BACKEND": "resilience.cache.FallbackCache",
-            "LOCATION": dead_redis_url(),
-            "KEY_PREFIX": f"t-{uuid.uuid4().hex[:8]}",
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
-        }
-
     settings.CACHES = {**settings.CACHES, "worker_a": dead_redis_cache(), "worker_b": dead_redis_cache()}
     clock = FakeClock()
     a, b = worker(name, clock, "worker_a"), worker(name, clock, "worker_b")

@@ -10,7 +10,7 @@ import pytest
 from resilience.cache.circuit import reset_circuits
 from resilience.db.nodes import PRIMARY, NodeRegistry
 from resilience.db.trips import SharedNodeTrips
-from tests.redis_servers import dead_redis_url
+from tests.redis_servers import dead_redis_cache
 
 
 @pytest.fixture(autouse=True)
@@ -65,14 +65,6 @@ def test_a_scratch_registry_tells_nobody(replica):
 
 
 def test_with_redis_down_trips_stay_in_the_worker(replica, settings):
-    def dead_redis_cache() -> dict:
-        return {
-            "BACKEND": "resilience.cache.FallbackCache",
-            "LOCATION": dead_redis_url(),
-            "KEY_PREFIX": f"t-{uuid.uuid4().hex[:8]}",
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
-        }
-
     settings.CACHES = {**settings.CACHES, "worker_a": dead_redis_cache(), "worker_b": dead_redis_cache()}
     a, b = worker(replica, "worker_a"), worker(replica, "worker_b")
     a.mark_down(replica, "connection refused")  # no error, though Redis is down
