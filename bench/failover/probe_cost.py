@@ -1,60 +1,70 @@
-"""What the node monitor costs in steady state: transactions per second per gunicorn worker on each node while the
-server is idle (probes and the switch read are the only traffic).
+"""What the node monitor costs in steady state, per gunicorn worker: probe queries per second on each node, and
+the CPU time the monitor's threads take.
 
-``python -m bench.failover.probe_cost [--workers 2] [--seconds 20]``: a fresh stack of its own
-(``bench-probecost``, ports 61100-61102), gunicorn, one request per worker so every monitor runs, then
-``pg_stat_database.xact_commit`` on the primary and the replica read before and after an idle window. Every probe
-and switch read is one autocommit transaction, so the difference divided by the window and the workers is the
-rate per worker.
+``python -m bench.failover.probe_cost [--seconds 20]``: a fresh stack of its own (``bench-probecost``, ports
+61100-61102), Django set up against it in this process, and one :class:`NodeMonitor` -- exactly what each worker
+runs -- started on the process's registry for an idle window; nothing else runs in the process, so its CPU time
+over the window is the monitor's. (The server-side ``pg_stat_database`` counters are not used: PostgreSQL flushes
+an always-busy session's statistics too rarely to count a probe rate with them.)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import secrets
 import time
 
-import requests
-
-from bench.harness import RESULTS, ROOT, Gunicorn, free_port, fresh_stack, manage, say, server_env
+from bench.harness import ROOT, fresh_stack, say
 from devstack import Stack
 
-COUNT = "SELECT xact_commit FROM pg_stat_database WHERE datname = 'bulwark'"
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.failover.probe_cost", description=__doc__)
-    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
     stack = Stack(name="bench-probecost", port_base=61100, project_root=ROOT)
-    server = None
     try:
         stack_env = fresh_stack(stack)
-        env = server_env(
-            **{key: value for key, value in stack_env.items() if key.startswith(("DATABASE_", "REDIS_"))},
+        os.environ.update({key: value for key, value in stack_env.items() if key.startswith(("DATABASE_", "REDIS_"))})
+        os.environ.update(
+            DJANGO_SETTINGS_MODULE="settings.base",
+            DJANGO_ENV="development",
+            DOTENV_FILE="none",
             SECRET_KEY=secrets.token_urlsafe(64),
             JWT_SECRET=secrets.token_urlsafe(48),
-            RATELIMIT_ENABLED="false",
-            WEB_CONCURRENCY=str(args.workers),
-            PORT=str(free_port()),
         )
-        manage("migrate", "--noinput", env=env)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        server = Gunicorn(env, RESULTS / "probe_cost_gunicorn.log")
-        server.wait_ready()
-        for _ in range(20 * args.workers):  # every worker serves a request: its monitor starts on the first
-            requests.get(f"{server.url}/api/categories/", timeout=10)
-        time.sleep(2)
-        before = {node: int(stack.psql(node, COUNT)) for node in ("primary", "replica")}
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        from resilience.db.monitor import HOUSEKEEPING_SECONDS, PROBE_INTERVAL_SECONDS, NodeMonitor
+        from resilience.db.nodes import registry
+
+        call_command("migrate", "--noinput", verbosity=0)
+        nodes = registry()
+        monitor = NodeMonitor(nodes)
+        monitor.start()
+        time.sleep(1)  # connections open, first rounds done
+        probes, cpu, started = monitor.probes, _cpu_seconds(), time.monotonic()
         time.sleep(args.seconds)
-        after = {node: int(stack.psql(node, COUNT)) for node in ("primary", "replica")}
-        for node in ("primary", "replica"):
-            rate = (after[node] - before[node]) / args.seconds / args.workers
-            say(f"{node}: {rate:.1f} transactions/s per worker while idle ({args.workers} workers, {args.seconds:g} s)")
+        probes, cpu = monitor.probes - probes, _cpu_seconds() - cpu
+        elapsed = time.monotonic() - started
+        monitor.stop()
+        node_count = 1 + len(nodes.replica_aliases)
+        say(
+            f"probes: {probes / elapsed:.1f}/s per worker ({probes / elapsed / node_count:.1f}/s per node; interval "
+            f"{PROBE_INTERVAL_SECONDS:g} s), plus one switch read every {HOUSEKEEPING_SECONDS:g} s"
+        )
+        say(f"monitor CPU: {cpu / elapsed * 1000:.1f} ms per second per worker ({cpu / elapsed:.2%} of one core)")
     finally:
-        if server is not None:
-            server.stop()
         stack.down()
     return 0
 

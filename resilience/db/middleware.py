@@ -101,7 +101,7 @@ class DatabaseRoutingMiddleware:
     def _failure_error(state: RoutingState) -> AppError:
         if state.outcome_unknown:
             return OutcomeUnknownError()  # cut off after it was sent: never claim nothing was written
-        if not state.safe_method and not registry().primary_available():
+        if not state.safe_method and not registry().may_connect(PRIMARY):  # down, or suspect (probe overdue)
             # A write that met the dead primary (in ``atomic`` before the router was asked): with the operator's
             # switch on, say maintenance, as the router does while the primary is up.
             return ReadOnlyModeError(MAINTENANCE_MESSAGE if db_controls().read_only else None)

@@ -40,14 +40,16 @@ class FailoverRouter:
         controls = db_controls()
         if connections[PRIMARY].in_atomic_block:
             return PRIMARY  # everything inside a transaction sees the transaction's own writes
+        # A read goes to the primary only while it is usable now: down or suspect (its probe overdue), a replica
+        # that answers beats it, stale or not (the response says so).
         if controls.primary_only_reads or (state is not None and (state.wrote or state.force_primary)):
-            if nodes.primary_available():
+            if nodes.may_connect(PRIMARY):
                 return PRIMARY
             return self._stale_replica(nodes, state, controls.drained) or PRIMARY
         replica = self._current_replica(nodes, state, controls.drained)
         if replica is not None:
             return replica
-        if nodes.primary_available():
+        if nodes.may_connect(PRIMARY):
             return PRIMARY
         return self._stale_replica(nodes, state, controls.drained) or PRIMARY
 
