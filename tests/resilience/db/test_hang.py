@@ -255,3 +255,30 @@ def test_a_write_requests_read_is_not_hedged() -> None:
         thread.join(timeout=5)
         registry().record_probe(REPLICA, in_recovery=True, lag_seconds=0, lag_bytes=0, replay_lsn=None)
     assert isinstance(outcome.get("error"), DatabaseError)
+
+
+def test_the_suspicion_timer_fires_and_hedges_the_nodes_safe_reads() -> None:
+    """The monitor's wiring: the watchdog timer a probe arms calls the monitor's hedge when the probe is overdue."""
+    from resilience.db.monitor import NodeMonitor
+    from resilience.db.watchdog import watchdog
+
+    state = context.RoutingState(safe_method=True)
+    thread, outcome = _sleep_on_replica_in(state)
+    time.sleep(0.5)
+    monitor = NodeMonitor(monitored())
+    fired: list[bool] = []
+    timer = watchdog.call_after(0.1, lambda: fired.append(True) or monitor._suspected(REPLICA), f"{REPLICA} (suspect)")
+    thread.join(timeout=5)
+    watchdog.disarm(timer)
+    assert fired == [True]
+    assert isinstance(outcome.get("error"), DatabaseError) and outcome["seconds"] < 3
+    assert REPLICA in state.failed and registry().state(REPLICA).reachable
+
+
+def test_a_disarmed_timer_never_fires() -> None:
+    from resilience.db.watchdog import watchdog
+
+    fired: list[bool] = []
+    watchdog.disarm(watchdog.call_after(0.05, lambda: fired.append(True), "t"))
+    time.sleep(0.3)
+    assert fired == []
