@@ -152,7 +152,7 @@ class NodeMonitor:
             timer = watchdog.call_after(suspect_after, lambda: self._suspected(alias), f"{alias} (suspect)")
         try:
             conn = self._connection(alias, purpose)
-            ticket = watchdog.arm(conn.pgconn.socket, self.deadline, f"{alias} ({purpose})")
+            ticket = watchdog.arm(conn.pgconn.socket, self.deadline, f"{alias} ({purpose})", port=conn.info.port)
             try:
                 return conn.execute(sql).fetchall()
             finally:

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 class _Target:
     fileno: int | None  # the connection's socket; None for a timer
     label: str  # the node's alias (the probe's: "<alias> (probe)")
+    port: int | None = None  # the server port the socket was connected to (see _shut: a reused fd is left alone)
     rerunnable: bool = False  # a read of a request that may run again elsewhere (see cut_rerunnable)
     callback: Callable[[], None] | None = None  # a timer: called at the deadline instead of cutting
 
@@ -38,8 +39,8 @@ class QueryWatchdog:
         self._tickets = itertools.count(1)
         self._thread: threading.Thread | None = None
 
-    def arm(self, fileno: int, seconds: float, label: str, *, rerunnable: bool = False) -> int:
-        return self._arm(seconds, _Target(fileno, label, rerunnable))
+    def arm(self, fileno: int, seconds: float, label: str, *, port: int | None = None, rerunnable: bool = False) -> int:
+        return self._arm(seconds, _Target(fileno, label, port, rerunnable))
 
     def call_after(self, seconds: float, callback: Callable[[], None], label: str) -> int:
         """Call ``callback`` on the watchdog's thread after ``seconds`` unless disarmed first (a probe overdue)."""
@@ -95,7 +96,7 @@ class QueryWatchdog:
                 if hedge:
                     self._hedged.add(ticket)
         for _, target in targets:
-            self._shut(target.fileno, target.label)  # type: ignore[arg-type]
+            self._shut(target.fileno, target.label, target.port)  # type: ignore[arg-type]
         return len(targets)
 
     def _run(self) -> None:
@@ -123,15 +124,31 @@ class QueryWatchdog:
                     target.label,
                     extra={"node": target.label},
                 )
-                self._shut(target.fileno, target.label)  # type: ignore[arg-type]
+                self._shut(target.fileno, target.label, target.port)  # type: ignore[arg-type]
 
     @staticmethod
-    def _shut(fileno: int, label: str) -> None:
+    def _shut(fileno: int, label: str, port: int | None = None) -> None:
+        """Shut the socket down -- unless the fd now belongs to another connection. Between the snapshot of what
+        to cut and the cut, the query may have ended and its connection closed, and a new connection (to another
+        node) may have been given the same fd number: that one is left alone (seen: a replica's kill cutting off
+        a fresh primary connection). The server port tells them apart."""
         try:
             with socket.socket(fileno=os.dup(fileno)) as sock:
+                if port is not None and not _connected_to(sock, port):
+                    return
                 sock.shutdown(socket.SHUT_RDWR)
         except OSError as exc:  # already closed: nothing left to cut
             logger.debug("could not shut down the socket of %s: %s", label, exc)
+
+
+def _connected_to(sock: socket.socket, port: int) -> bool:
+    try:
+        peer = sock.getpeername()
+    except OSError:  # not a connected socket (any more)
+        return False
+    if isinstance(peer, tuple):
+        return peer[1] == port
+    return str(peer).endswith(f".s.PGSQL.{port}")  # a unix socket
 
 
 watchdog = QueryWatchdog()

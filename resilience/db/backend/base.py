@@ -108,7 +108,11 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         state = context.current()
         rerunnable = state is not None and state.safe_method and not state.wrote
         ticket = watchdog.arm(
-            self.connection.pgconn.socket, self.health_check_deadline, self.alias, rerunnable=rerunnable
+            self.connection.pgconn.socket,
+            self.health_check_deadline,
+            self.alias,
+            port=self.connection.info.port,
+            rerunnable=rerunnable,
         )
         try:
             with self.connection.cursor() as cursor:
@@ -169,7 +173,13 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         connection = self.connection
         ticket = None
         if connection is not None and not connection.closed:
-            ticket = watchdog.arm(connection.pgconn.socket, self.query_deadline, self.alias, rerunnable=rerunnable)
+            ticket = watchdog.arm(
+                connection.pgconn.socket,
+                self.query_deadline,
+                self.alias,
+                port=connection.info.port,
+                rerunnable=rerunnable,
+            )
         try:
             yield ticket
         finally:

@@ -99,3 +99,29 @@ def test_every_query_past_its_deadline_is_cut_off_one_watchdog_for_all(session) 
         watchdog.disarm(ticket)
     assert all(isinstance(error, psycopg.OperationalError) for error in errors), errors
     assert time.monotonic() - started < SLEEP / 2
+
+
+def test_a_cut_leaves_alone_a_socket_that_now_leads_to_another_server() -> None:
+    """The fd of a cut connection may have been reused by a new connection to another node before the cut:
+    the server port it was armed with tells them apart (seen: a replica's kill cutting a fresh primary socket)."""
+    import socket
+
+    from resilience.db.watchdog import QueryWatchdog
+
+    with socket.socket() as first, socket.socket() as second:
+        for listener in (first, second):
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(4)
+        client = socket.create_connection(second.getsockname())  # what the reused fd leads to now
+        try:
+            QueryWatchdog._shut(client.fileno(), "replica_1", port=first.getsockname()[1])
+            client.sendall(b"still open")  # not shut down: it leads to the other server
+            QueryWatchdog._shut(client.fileno(), "replica_1", port=second.getsockname()[1])
+            try:
+                client.sendall(b"x")
+                shut = False
+            except OSError:
+                shut = True
+            assert shut
+        finally:
+            client.close()
