@@ -78,7 +78,9 @@ class ProbePolicy:
 
 # Probes every 0.1 s with a 0.5 s deadline (monitor.py): a probe 0.25 s overdue makes the node suspect, one past its
 # deadline marks it down and cuts off this process's queries on it. Back after 3 good probes in a row (~0.3 s).
-MONITORED = ProbePolicy(suspect_after=0.25, recover_after=3, slow_after=0.05, slow_clear=0.02)
+# Slowness is judged on a slowly moving average (weight 0.1: ~2 s of probes), so the odd slow probe of a busy
+# machine moves nothing, while a replica that is slow all the time leaves the rotation within seconds.
+MONITORED = ProbePolicy(suspect_after=0.25, recover_after=3, slow_after=0.05, slow_clear=0.02, smoothing=0.1)
 
 
 class NodeRegistry:
@@ -250,10 +252,8 @@ class NodeRegistry:
     def _smoothed(self, previous: float | None, latency: float | None) -> float | None:
         if latency is None:
             return previous
-        if previous is None:
-            return latency
         weight = self.policy.smoothing
-        return previous * (1 - weight) + latency * weight
+        return (previous or 0.0) * (1 - weight) + latency * weight  # from 0: one slow first probe is no verdict
 
     def _slow(self, before: NodeState, smoothed: float | None) -> bool:
         """A replica much slower than the primary (caller holds the lock); both slow = a busy machine, not a node."""
