@@ -61,3 +61,13 @@ def _reads_on_the_primary_by_default(request):
     yield
     controls_replace([])
     reset_registry()
+
+
+@pytest.fixture
+def fresh_circuits():
+    """Redis circuits of this process forgotten before and after the test (use with ``usefixtures``)."""
+    from resilience.cache.circuit import reset_circuits
+
+    reset_circuits()
+    yield
+    reset_circuits()

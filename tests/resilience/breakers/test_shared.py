@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import suppress
 
 import pytest
 
 from resilience.breakers.breaker import BreakerConfig, CircuitBreaker, CircuitOpenError, State
 from resilience.breakers.shared import SharedBreakerState
-from resilience.cache.circuit import reset_circuits
 from resilience.guard_rails import FakeClock
 from tests.redis_servers import dead_redis_cache
 
 THRESHOLD, RESET = 3, 10.0
+
+
+pytestmark = pytest.mark.usefixtures("fresh_circuits")
 
 
 class Boom(Exception):
@@ -30,13 +31,6 @@ def fail() -> None:
 
 def ok() -> str:
     return "ok"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_circuits() -> Iterator[None]:
-    reset_circuits()
-    yield
-    reset_circuits()
 
 
 @pytest.fixture

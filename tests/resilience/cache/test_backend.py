@@ -13,18 +13,11 @@ import redis
 from django.core.cache import caches
 
 from resilience.cache import FallbackCache, cache_state
-from resilience.cache.circuit import reset_circuits
 from resilience.controls.state import RATELIMIT_FORCE_MEMORY, controls_replace
 from tests.redis_servers import HungRedis, RedisProcess, dead_redis_url, stack_redis_url
 
+pytestmark = pytest.mark.usefixtures("fresh_circuits")
 TIMEOUT = 0.25
-
-
-@pytest.fixture(autouse=True)
-def _fresh_circuits() -> Iterator[None]:
-    reset_circuits()
-    yield
-    reset_circuits()
 
 
 @pytest.fixture

@@ -7,17 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from resilience.cache.circuit import reset_circuits
 from resilience.db.nodes import PRIMARY, NodeRegistry
 from resilience.db.trips import SharedNodeTrips
 from tests.redis_servers import dead_redis_cache
 
-
-@pytest.fixture(autouse=True)
-def _fresh_circuits() -> Iterator[None]:
-    reset_circuits()
-    yield
-    reset_circuits()
+pytestmark = pytest.mark.usefixtures("fresh_circuits")
 
 
 @pytest.fixture

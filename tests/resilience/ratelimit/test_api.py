@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from rest_framework.test import APIClient
 
 from resilience.cache import FallbackCache
-from resilience.cache.circuit import reset_circuits
 from resilience.controls.state import PRIMARY_ONLY_READS, RATELIMIT_FORCE_MEMORY, controls_replace
 from tests.conftest import client_for
 from tests.factories import TEST_PASSWORD, UserFactory
 from tests.helpers import assert_error
 from tests.redis_servers import dead_redis_url
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_circuits")]
 
 TOKEN = "/api/auth/token/"
 REGISTER = "/api/auth/register/"
@@ -33,13 +32,6 @@ GENEROUS = (1000, DAY)
 def an_ip() -> str:
     """A client address no other test uses (counters live in Redis for the whole run)."""
     return f"10.{random.randint(0, 255)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_circuits() -> Iterator[None]:
-    reset_circuits()
-    yield
-    reset_circuits()
 
 
 @pytest.fixture
