@@ -2,6 +2,7 @@
 
 from resilience.auth.models import KeyAuditEntry, SigningKey, UserTokenState
 from resilience.controls.models import ControlAuditEntry, OperatorControl
+from resilience.events.models import ResilienceEvent
 from resilience.idempotency.models import IdempotencyRecord
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "IdempotencyRecord",
     "KeyAuditEntry",
     "OperatorControl",
+    "ResilienceEvent",
     "SigningKey",
     "UserTokenState",
 ]

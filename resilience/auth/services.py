@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -31,6 +32,7 @@ from resilience.auth.keys import ACTIVE, NEXT, PREVIOUS, RETIRED, REVOKED, kid_f
 from resilience.auth.models import KeyAlgorithm, KeyAuditEntry, KeySource, SigningKey, UserTokenState
 from resilience.auth.ring import ring_cache
 from resilience.db.consistency import primary_position, remember_user_lsn
+from resilience.events import event_record
 
 logger = logging.getLogger("resilience.auth")
 
@@ -72,6 +74,17 @@ def _audit(key: SigningKey, action: str, previous_state: str, actor: AbstractBas
         key.state,
         getattr(actor, "username", "-"),
         extra={"event": "signing_key_changed", "kid": key.kid, "action": action, "state": key.state},
+    )
+    actor_name = getattr(actor, "username", "") or "-"
+    transaction.on_commit(  # a change rolled back never happened; partial: the values of now, not of the commit's
+        partial(
+            event_record,
+            "signing_key_changed",
+            subject=key.kid,
+            severity="warning" if action == "revoke" else "info",
+            message=f"Signing key {key.kid}: {action} ({previous_state or '-'} -> {key.state}) by {actor_name}",
+            detail={"action": action, "previous_state": previous_state, "state": key.state, "actor": actor_name},
+        )
     )
 
 

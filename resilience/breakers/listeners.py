@@ -1,4 +1,5 @@
-"""What every registered breaker reports: a structured log line per state change, Prometheus metrics.
+"""What every registered breaker reports: a structured log line and a resilience event per state change,
+Prometheus metrics.
 
 Logger ``resilience.breakers``: a change of state is a WARNING with ``extra`` fields ``event``
 (``breaker_state_changed``), ``breaker``, ``from_state``, ``to_state`` and ``reason``.
@@ -18,6 +19,7 @@ import logging
 from prometheus_client import Counter, Gauge
 
 from resilience.breakers.breaker import CircuitBreaker, Forced, Outcome, State
+from resilience.events import event_record
 
 logger = logging.getLogger("resilience.breakers")
 
@@ -54,6 +56,22 @@ class LoggingListener:
                 "to_state": new,
                 "reason": reason,
             },
+        )
+
+    def call_recorded(self, breaker: CircuitBreaker, outcome: Outcome) -> None:
+        return None
+
+
+class EventListener:
+    """A state change in the durable event record (:mod:`resilience.events`): buffered, never a database call."""
+
+    def state_changed(self, breaker: CircuitBreaker, old: str, new: str, reason: str) -> None:
+        event_record(
+            "breaker_state_changed",
+            subject=breaker.name,
+            severity="warning" if new == State.OPEN else "info",
+            message=f"Circuit breaker {breaker.name}: {old} -> {new} ({reason})",
+            detail={"from_state": old, "to_state": new, "reason": reason},
         )
 
     def call_recorded(self, breaker: CircuitBreaker, outcome: Outcome) -> None:

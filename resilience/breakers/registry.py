@@ -17,7 +17,7 @@ from django.conf import settings
 from resilience.breakers.breaker import BreakerConfig, CircuitBreaker, Exclusion
 from resilience.breakers.controls import forced_mode
 from resilience.breakers.exceptions import ExternalClientError
-from resilience.breakers.listeners import LoggingListener, MetricsListener
+from resilience.breakers.listeners import EventListener, LoggingListener, MetricsListener
 from resilience.breakers.shared import SharedBreakerState
 
 _lock = threading.Lock()
@@ -44,7 +44,7 @@ def breaker_get(name: str, *, exclude: Sequence[Exclusion] = ()) -> CircuitBreak
                     name,
                     config,
                     exclude=(ExternalClientError, *exclude),
-                    listeners=[LoggingListener(), MetricsListener(name)],
+                    listeners=[LoggingListener(), MetricsListener(name), EventListener()],
                     forced_source=lambda: forced_mode(name),
                     shared=SharedBreakerState(name, reset_timeout=config.reset_timeout),
                 )

@@ -21,6 +21,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from resilience.events import event_record
+
 logger = logging.getLogger("resilience.cache")
 
 
@@ -83,6 +85,14 @@ class RedisCircuit:
             os.getpid(),
             extra={"event": "cache_redis_down", "redis": self.name, "operation": operation, "error": reason},
         )
+        if not logger.disabled:  # silenced: a guard rail's scratch cache, failing on purpose
+            event_record(
+                "cache_redis_down",
+                subject=self.name,
+                severity="warning",
+                message=f"Redis {self.name} failed on {operation} ({reason}): cache and rate limits in process memory",
+                detail={"operation": operation, "error": reason},
+            )
 
     def _start_probe(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -123,6 +133,13 @@ class RedisCircuit:
             os.getpid(),
             extra={"event": "cache_redis_up", "redis": self.name, "down_seconds": round(down_for, 3)},
         )
+        if not logger.disabled:
+            event_record(
+                "cache_redis_up",
+                subject=self.name,
+                message=f"Redis {self.name} answers again after {down_for:.1f} s: cache and rate limits on Redis",
+                detail={"down_seconds": round(down_for, 3), "failed_probes": probes},
+            )
 
     def note_forced(self, forced: bool) -> None:
         """Log when the operator switch ``ratelimit.force_memory`` changes, as this process first sees it."""

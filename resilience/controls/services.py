@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from resilience.controls.models import ControlAuditEntry, OperatorControl
 from resilience.controls.state import control_apply_local, controls_replace
+from resilience.events import event_record
 
 logger = logging.getLogger("resilience.controls")
 
@@ -36,6 +38,18 @@ def control_set(*, key: str, enabled: bool, actor: AbstractBaseUser | None, reas
         enabled,
         getattr(actor, "username", "-"),
         extra={"event": "control_changed", "control": key, "enabled": enabled},
+    )
+    actor_name = getattr(actor, "username", "") or "-"
+    transaction.on_commit(  # a change rolled back never happened
+        partial(
+            event_record,
+            "control_changed",
+            subject=key,
+            severity="warning",
+            message=f"Operator control {key} set to {'on' if enabled else 'off'} by {actor_name}"
+            + (f": {reason}" if reason else ""),
+            detail={"enabled": enabled, "previous": previous, "actor": actor_name, "reason": reason},
+        )
     )
     return control
 

@@ -29,6 +29,7 @@ from resilience.db.exceptions import (
 )
 from resilience.db.monitor import monitor_start
 from resilience.db.nodes import PRIMARY, registry
+from resilience.health.workers import publisher_start
 
 logger = logging.getLogger("resilience.db")
 
@@ -46,6 +47,7 @@ class DatabaseRoutingMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         monitor_start()
+        publisher_start()  # this worker's snapshot for the admin dashboard (resilience/health/workers.py)
         safe = request.method in SAFE_METHODS
         if not safe:
             try:

@@ -19,6 +19,7 @@ from typing import Any
 
 from resilience.db.trips import SharedNodeTrips
 from resilience.db.watchdog import watchdog
+from resilience.events import event_record
 
 logger = logging.getLogger("resilience.db")
 
@@ -173,6 +174,14 @@ class NodeRegistry:
                 reason,
                 extra={"event": "db_node_down", "node": alias, "error": reason},
             )
+            if not logger.disabled:  # silenced: a guard rail's scratch registry, whose failures are not real
+                event_record(
+                    "db_node_down",
+                    subject=alias,
+                    severity="error" if alias == PRIMARY else "warning",
+                    message=f"Database node {alias} is down: {reason}",
+                    detail={"error": reason, "reported_by_another_worker": not tell_fleet},
+                )
             if tell_fleet and self.trips is not None:
                 self.trips.publish(alias, now)
         if before.reachable and tell_fleet:
@@ -238,6 +247,21 @@ class NodeRegistry:
             )
         if not before.reachable and reachable:
             logger.warning("database node up: %s", alias, extra={"event": "db_node_up", "node": alias})
+            if not logger.disabled:
+                event_record("db_node_up", subject=alias, message=f"Database node {alias} answers again")
+        if before.in_recovery is not None and before.in_recovery != in_recovery:  # a promotion (or a demotion)
+            role = "replica" if in_recovery else "primary"
+            logger.warning(
+                "database node %s is a %s now", alias, role, extra={"event": "db_failover", "node": alias, "role": role}
+            )
+            if not logger.disabled:
+                event_record(
+                    "db_failover",
+                    subject=alias,
+                    severity="warning",
+                    message=f"Database node {alias} is a {role} now (configured as {before.configured_role})",
+                    detail={"role": role, "configured_role": before.configured_role},
+                )
         was_lagging, lagging = self._lagging(before), self._lagging(self.state(alias))
         if lagging != was_lagging and before.probed_at is not None:
             event = "db_replica_lagging" if lagging else "db_replica_caught_up"

@@ -12,6 +12,7 @@ from resilience.auth.services import key_rotate
 from resilience.auth.tokens import refresh_blacklist, tokens_for_user
 from resilience.controls.services import control_set
 from resilience.controls.state import PRIMARY_ONLY_READS
+from resilience.events import event_record, events_flush
 from resilience.idempotency.services import idempotent_call
 from shop.cart.services import cart_add_item
 from shop.orders.services import order_place
@@ -26,6 +27,7 @@ NO_ADD = {
     "token_blacklist.OutstandingToken",
     "shop.Order",
     "shop.Payment",
+    "resilience.ResilienceEvent",
 }
 FILTERED = [model for model, model_admin in admin.site._registry.items() if model_admin.list_filter]
 
@@ -58,6 +60,8 @@ def every_model_has_a_row(order):
     idempotent_call(user=order.user, scope="tests.admin", key="k", request_body={}, handler=lambda: (201, {}))
     key_rotate(reason="admin test")  # a database key and its audit entry
     control_set(key=PRIMARY_ONLY_READS, enabled=True, actor=None, reason="admin test")  # a switch and its audit
+    event_record("control_changed", subject=PRIMARY_ONLY_READS, message="admin test")  # a resilience event
+    events_flush()
     Group.objects.create(name="operators")
     empty = [model._meta.label for model in REGISTERED if not model._default_manager.exists()]
     assert not empty, empty
