@@ -7,7 +7,8 @@ bootstrap:
 run: bootstrap  ## start the local stack and serve on http://127.0.0.1:8000 (PORT honoured)
 	@bash scripts/run.sh
 
-test: bootstrap  ## lint, then the whole suite against a throwaway stack
+test:  ## lint, then the whole suite against a throwaway stack (bootstrap also installs the suite's tools)
+	@BOOTSTRAP_TEST_TOOLS=1 bash scripts/bootstrap.sh
 	@bash scripts/test.sh
 
 stop:  ## stop the server started by `make run` and the local stack (data kept)

@@ -27,6 +27,16 @@ def on_starting(server: object) -> None:
         log_config_warnings(_config)
 
 
+def post_worker_init(worker: object) -> None:
+    """Each worker starts its database monitor and its dashboard snapshot at once, not on its first request: a
+    worker that has not served yet is already watching the nodes and shows on the dashboard."""
+    from resilience.db.monitor import monitor_start  # Django is set up by now (the worker loaded the app)
+    from resilience.health.workers import publisher_start
+
+    monitor_start()
+    publisher_start()
+
+
 wsgi_app = "settings.wsgi:application"
 bind = [f"127.0.0.1:{_port}"]
 workers = _workers

@@ -25,15 +25,19 @@ class ResilienceConfig(AppConfig):
 
         from resilience import checks
         from resilience.auth.replay import deferred_flush
+        from resilience.auth.ring import ring_cache
         from resilience.breakers import guard_rails as breaker_guard_rails
         from resilience.cache import guard_rails as cache_guard_rails
         from resilience.db import guard_rails as db_guard_rails
         from resilience.db.monitor import monitor_task_register
+        from resilience.events import events_flush
 
         log_config_warnings(settings.BULWARK_CONFIG)
         checks.register()
         for area in (breaker_guard_rails, db_guard_rails, cache_guard_rails):
             area.register()
         monitor_task_register(deferred_flush)
+        monitor_task_register(events_flush)  # resilience events buffered in this worker
+        monitor_task_register(ring_cache.keep_fresh, needs_primary=False)  # what the health check peeks at
         user_logged_in.disconnect(dispatch_uid="update_last_login")
         user_logged_in.connect(update_last_login_best_effort, dispatch_uid="update_last_login_best_effort")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Make this machine able to run Bulwark: Python venv with the pinned packages, PostgreSQL >= 15 and
-# Redis binaries. Installs Debian packages with apt-get when they are missing and apt is usable
-# (as root, or through passwordless sudo); otherwise says exactly what to install and exits 1.
+# Redis binaries; with BOOTSTRAP_TEST_TOOLS=1 (set by `make test`) also what only the suite uses: Debian's
+# chromium, which the dashboard's browser test drives as /usr/bin/chromium. Installs Debian packages with
+# apt-get when they are missing and apt is usable (as root, or through passwordless sudo); otherwise says
+# exactly what to install and exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +43,9 @@ have_postgres() {
 missing=()
 have_postgres || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ "${BOOTSTRAP_TEST_TOOLS:-}" = 1 ]; then
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+fi
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || {
     say "Python 3.11 or newer is needed as '$PYTHON' (set PYTHON=/path/to/python3.11)."; exit 1; }
 [ -x "$VENV/bin/python" ] || "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)

@@ -30,7 +30,7 @@ if CONFIG.is_production:
     CSRF_COOKIE_SECURE = True
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "resilience.dashboard.apps.BulwarkAdminConfig",  # django.contrib.admin with the resilience dashboard
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "health_check",  # the check base class and its page at /health/checks/ (resilience.health)
     "django_ratelimit",  # only for its system checks: limits are applied by resilience.ratelimit
     "resilience.apps.ResilienceConfig",
     "shop.apps.ShopConfig",
@@ -246,5 +247,10 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]},
     },
     "root": {"handlers": ["console"], "level": CONFIG.log_level},
-    "loggers": {"django.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        # django-health-check logs every failing check with a traceback, on every probe; the monitors log each
+        # change of state once (resilience.db, resilience.cache, ...). Its errors (a check that crashed) stay.
+        "health_check": {"level": "ERROR"},
+    },
 }

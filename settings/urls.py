@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -17,6 +18,9 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/", include("shop.urls")),
     re_path(r"^api/(?P<path>.*)$", api_route_not_found),
+    re_path(r"^health/?$", health.health, name="health"),
     re_path(r"^health/live/?$", health.live, name="health-live"),
+    re_path(r"^health/ready/?$", health.ready, name="health-ready"),
+    re_path(r"^health/checks/?$", staff_member_required(health.checks_page), name="health-checks"),
     path(".well-known/jwks.json", jwks, name="jwks"),
 ]

@@ -31,6 +31,7 @@ from resilience.auth.services import (
     key_stage_check,
     user_logout_everywhere,
 )
+from resilience.dashboard.permissions import OperateControlsRequired
 
 
 class SigningKeyAddForm(forms.ModelForm):
@@ -57,7 +58,7 @@ class SigningKeyAddForm(forms.ModelForm):
 
 
 @admin.register(SigningKey)
-class SigningKeyAdmin(admin.ModelAdmin):
+class SigningKeyAdmin(OperateControlsRequired, admin.ModelAdmin):
     list_display = ["kid", "algorithm", "effective_state", "source", "created_at", "activated_at", "retires_at"]
     list_filter = ["state", "algorithm", "source"]
     search_fields = ["kid"]
@@ -132,7 +133,10 @@ class SigningKeyAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{key.kid} {verb}d.", messages.SUCCESS)
 
-    @admin.action(description="Rotate: a new ACTIVE key (the staged NEXT key if there is one, else a new HS256 key)")
+    @admin.action(
+        description="Rotate: a new ACTIVE key (the staged NEXT key if there is one, else a new HS256 key)",
+        permissions=["operate"],
+    )
     def rotate(self, request: HttpRequest, queryset: QuerySet[SigningKey]) -> None:
         try:
             key = key_rotate(actor=request.user, reason="admin rotate")
@@ -141,11 +145,17 @@ class SigningKeyAdmin(admin.ModelAdmin):
         else:
             self.message_user(request, f"{key.kid} is now ACTIVE; the previous key verifies until it retires.")
 
-    @admin.action(description="Retire the selected keys (NEXT, or PREVIOUS whose tokens have all expired)")
+    @admin.action(
+        description="Retire the selected keys (NEXT, or PREVIOUS whose tokens have all expired)",
+        permissions=["operate"],
+    )
     def retire(self, request: HttpRequest, queryset: QuerySet[SigningKey]) -> None:
         self._each(request, queryset, key_retire, "retire")
 
-    @admin.action(description="Revoke the selected keys now (their tokens are refused within 2 s everywhere)")
+    @admin.action(
+        description="Revoke the selected keys now (their tokens are refused within 2 s everywhere)",
+        permissions=["operate"],
+    )
     def revoke(self, request: HttpRequest, queryset: QuerySet[SigningKey]) -> None:
         self._each(request, queryset, key_revoke, "revoke")
 

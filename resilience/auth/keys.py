@@ -50,6 +50,7 @@ class RingKey:
     verifying: Any = None  # HS secret bytes or an Ed25519 public key
     public_pem: str = ""
     retire_after: datetime | None = None  # a PREVIOUS key counts as RETIRED from this instant on
+    activated_at: datetime | None = None  # when it began signing (None: an environment key, its age unknown)
 
     def status(self, now: datetime) -> str:
         """The effective state now: a PREVIOUS key past its retirement instant is RETIRED."""
@@ -89,6 +90,7 @@ class StoredKey:
     signing: Any = None
     verifying: Any = None
     public_pem: str = ""
+    activated_at: datetime | None = None
 
     def __repr__(self) -> str:
         return f"StoredKey(kid={self.kid!r}, state={self.state!r}, source={self.source!r})"
@@ -152,6 +154,7 @@ def ring_build(
             row.verifying if row.state in (NEXT, ACTIVE, PREVIOUS) else None,
             row.public_pem,
             retire_after,
+            row.activated_at,
         )
         by_kid[row.kid] = key
         if row.state == ACTIVE:

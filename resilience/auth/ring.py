@@ -33,7 +33,7 @@ from resilience.db.nodes import PRIMARY, registry
 
 logger = logging.getLogger("resilience.auth")
 
-_FIELDS = ("kid", "algorithm", "state", "source", "secret_encrypted", "public_key", "deactivated_at")
+_FIELDS = ("kid", "algorithm", "state", "source", "secret_encrypted", "public_key", "deactivated_at", "activated_at")
 
 
 class RingUnavailableError(DependencyUnavailableError):
@@ -61,6 +61,16 @@ class RingCache:
         if ring is None or time.monotonic() - self._read_ok_at > settings.BULWARK_JWT["RING_MAX_STALE_SECONDS"]:
             raise RingUnavailableError()
         return ring
+
+    def peek(self) -> tuple[KeyRing | None, float]:
+        """The ring as it is, without reading the database, and the seconds since it was last read (health)."""
+        return self._ring, time.monotonic() - self._read_ok_at
+
+    def keep_fresh(self) -> None:
+        """Re-read when due (the monitor's housekeeping thread calls it every second): the ring the health check
+        peeks at is as fresh as the one a request would use, whether or not requests came."""
+        if time.monotonic() - self._checked_at >= settings.BULWARK_JWT["RING_REFRESH_SECONDS"]:
+            self.refresh(wait=False)
 
     def refresh_for_unknown_kid(self) -> KeyRing:
         """Re-read the ring because a token named an unknown kid: at most once per interval per process."""
@@ -150,11 +160,11 @@ class RingCache:
             logger.info("key ring changed", extra={"event": "ring_changed", "kids": [k[0] for k in ring.version]})
         return ring
 
-    def _stored(self, kid, algorithm, state, source, ciphertext, public_pem, deactivated_at) -> StoredKey:
+    def _stored(self, kid, algorithm, state, source, ciphertext, public_pem, deactivated_at, activated_at) -> StoredKey:
         signing = verifying = None
         if ciphertext and state in (NEXT, ACTIVE, PREVIOUS):
             signing, verifying = self._decrypted(kid, algorithm, ciphertext, public_pem)
-        return StoredKey(kid, algorithm, state, source, deactivated_at, signing, verifying, public_pem)
+        return StoredKey(kid, algorithm, state, source, deactivated_at, signing, verifying, public_pem, activated_at)
 
     def _decrypted(self, kid: str, algorithm: str, ciphertext: str, public_pem: str) -> tuple[Any, Any]:
         if (kid, ciphertext) in self._material:

@@ -14,7 +14,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from resilience.breakers.breaker import Forced
-from resilience.controls.models import OperatorControl
+from resilience.controls.models import ControlAuditEntry, OperatorControl
 from resilience.controls.services import control_set
 from resilience.controls.state import switches
 
@@ -64,3 +64,24 @@ def breaker_control_choices() -> list[tuple[str, str]]:
         choices.append((force_key(name, FORCE_OPEN), f"Breaker {name}: force open (never call it)"))
         choices.append((force_key(name, FORCE_CLOSED), f"Breaker {name}: force closed (always call it)"))
     return choices
+
+
+RETRY_NOW = "retry_now"
+
+
+def breaker_retry_now(*, name: str, actor: AbstractBaseUser | None, reason: str = "") -> None:
+    """An operator asks for a trial call now instead of after the reset timeout (audited; see ``trial_now``).
+
+    A forced mode is lifted first: retrying is asking the breaker to decide again."""
+    from resilience.breakers.registry import breaker_get  # the registry imports this module
+
+    breaker_force_set(name=name, mode=Forced.AUTOMATIC, actor=actor, reason=reason)
+    ControlAuditEntry.objects.create(
+        key=f"{PREFIX}{name}.{RETRY_NOW}",
+        enabled=True,
+        previous=None,
+        reason=reason,
+        actor=actor,
+        actor_name=getattr(actor, "username", "") or "",
+    )
+    breaker_get(name).trial_now()

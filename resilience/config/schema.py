@@ -119,6 +119,14 @@ SCHEMA: tuple[Var, ...] = (
     Var("JWT_EXPIRES_IN", "duration", "optional", "authentication", "Access token lifetime.", default="15m"),
     Var("JWT_REFRESH_EXPIRES_IN", "duration", "optional", "authentication", "Refresh token lifetime.", default="7d"),
     Var(
+        "JWT_ROTATION_MAX_AGE",
+        "duration",
+        "optional",
+        "authentication",
+        "A signing key older than this is reported overdue for rotation (/health, the dashboard, spof_report).",
+        default="90d",
+    ),
+    Var(
         "JWT_LEEWAY",
         "duration",
         "optional",

@@ -13,6 +13,7 @@ from resilience.breakers.controls import breaker_control_choices, breaker_force_
 from resilience.controls.models import ControlAuditEntry, OperatorControl
 from resilience.controls.services import control_set
 from resilience.controls.state import DRAIN_PREFIX, PRIMARY_ONLY_READS, RATELIMIT_FORCE_MEMORY, READ_ONLY
+from resilience.dashboard.permissions import OperateControlsRequired
 
 
 def control_choices() -> list[tuple[str, str]]:
@@ -39,7 +40,7 @@ class OperatorControlForm(forms.ModelForm):
 
 
 @admin.register(OperatorControl)
-class OperatorControlAdmin(admin.ModelAdmin):
+class OperatorControlAdmin(OperateControlsRequired, admin.ModelAdmin):
     form = OperatorControlForm
     list_display = ["key", "enabled", "reason", "updated_by", "updated_at"]
     list_filter = ["enabled"]

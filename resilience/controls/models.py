@@ -17,6 +17,8 @@ class OperatorControl(models.Model):
 
     class Meta:
         ordering = ["key"]
+        # Staff may look at the dashboard; changing a switch, a breaker or a signing key needs this.
+        permissions = [("operate_controls", "Can operate the live resilience controls and signing keys")]
 
     def __str__(self) -> str:
         return f"{self.key}={'on' if self.enabled else 'off'}"

@@ -57,12 +57,15 @@ SELECT pg_is_in_recovery(),
 CONTROLS_QUERY = "SELECT key, enabled FROM resilience_operatorcontrol"
 
 _primary_tasks: list[Callable[[], None]] = []
+_always_tasks: list[Callable[[], None]] = []
 
 
-def monitor_task_register(task: Callable[[], None]) -> None:
-    """Run ``task`` on the monitor's housekeeping thread every second while the primary answers."""
-    if task not in _primary_tasks:
-        _primary_tasks.append(task)
+def monitor_task_register(task: Callable[[], None], *, needs_primary: bool = True) -> None:
+    """Run ``task`` on the monitor's housekeeping thread every second: while the primary answers, or always
+    (``needs_primary=False``: a task that reads from a replica when the primary is down)."""
+    tasks = _primary_tasks if needs_primary else _always_tasks
+    if task not in tasks:
+        tasks.append(task)
 
 
 class NodeMonitor:
@@ -83,6 +86,7 @@ class NodeMonitor:
         self._threads.append(threading.Thread(target=self._housekeeping_loop, name="db-monitor", daemon=True))
         self.primary_lsn: int | None = None
         self.probes = 0  # probes run so far (the benchmark reports the rate)
+        self._task_generation: tuple[Any, ...] = ()  # the nodes' states when the tasks last ran
 
     def start(self) -> None:
         self.nodes.probing = True
@@ -112,12 +116,31 @@ class NodeMonitor:
     def _housekeeping_loop(self) -> None:
         while not self._stop.is_set():
             self._refresh_controls()
+            self._tidy_task_connections()
+            self._run_tasks(_always_tasks)
             if self.nodes.primary_available():
                 self.run_primary_tasks()
             self._stop.wait(HOUSEKEEPING_SECONDS)
 
     def run_primary_tasks(self) -> None:
-        for task in list(_primary_tasks):
+        self._run_tasks(_primary_tasks)
+
+    def _tidy_task_connections(self) -> None:
+        """The tasks use Django's connections on this thread, which no request end closes: close those a failure
+        broke, and all of them after any node changed state (one opened before a restart fails its first query,
+        which would mark the node that just came back down again)."""
+        generation = tuple(
+            (alias, state["reachable"], state["changed_at"]) for alias, state in self.nodes.snapshot().items()
+        )
+        changed, self._task_generation = generation != self._task_generation, generation
+        for conn in connections.all(initialized_only=True):
+            raw = conn.connection
+            if raw is not None and (changed or raw.closed or raw.broken):
+                conn.close()
+
+    @staticmethod
+    def _run_tasks(tasks: list[Callable[[], None]]) -> None:
+        for task in list(tasks):
             try:
                 task()
             except Exception:  # a task's bug must not stop the monitor: logged with its traceback
@@ -213,7 +236,10 @@ class NodeMonitor:
                 )
         except psycopg.Error as exc:
             self._drop(alias)
-            self.nodes.mark_down(alias, exc)
+            reason: BaseException | str = exc
+            if time.monotonic() - started >= self.deadline:  # cut off at the deadline: the node hangs
+                reason = f"timeout: no answer to the probe within {self.deadline:g}s"
+            self.nodes.mark_down(alias, reason)
         finally:
             self.nodes.probe_ended(alias)
             self.probes += 1

@@ -31,6 +31,12 @@ def _replay_position(alias: str) -> int | None:
         return None
 
 
+# Read-only mode (maintenance) stops the shop's writes, not the switches that end it and their audit trail.
+OPERATOR_MODELS = frozenset(
+    {"resilience.operatorcontrol", "resilience.controlauditentry", "resilience.resilienceevent"}
+)
+
+
 class FailoverRouter:
     """Django database router (``DATABASE_ROUTERS``)."""
 
@@ -54,7 +60,7 @@ class FailoverRouter:
         return self._stale_replica(nodes, state, controls.drained) or PRIMARY
 
     def db_for_write(self, model: type, **hints: Any) -> str:
-        if db_controls().read_only:
+        if db_controls().read_only and model._meta.label_lower not in OPERATOR_MODELS:
             raise ReadOnlyModeError(MAINTENANCE_MESSAGE)
         if not registry().primary_available():
             raise ReadOnlyModeError()

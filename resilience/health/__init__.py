@@ -1,1 +1,1 @@
-"""Health endpoints. ``/health/live`` touches no dependency: it answers while the process can serve."""
+"""Health: the eight SPOF areas (one check beside each area's code), the /health endpoints, worker snapshots."""

@@ -46,12 +46,16 @@ def test_admin_login_and_browsing_work_while_the_primary_is_down(tmp_path) -> No
             headers={"Referer": login_url},
             timeout=REQUEST_TIMEOUT,
         )
-        assert logged_in.status_code == 200 and "Site administration" in logged_in.text, logged_in.text[:500]
+        assert logged_in.status_code == 200 and "Bulwark administration" in logged_in.text, logged_in.text[:500]
+        assert 'id="user-tools"' in logged_in.text  # logged in: the admin index, not the login form again
 
         products = staff.get(f"{server.url}/admin/shop/product/", timeout=REQUEST_TIMEOUT)
         assert products.status_code == 200 and "BOO-001" in products.text
         controls = staff.get(f"{server.url}/admin/resilience/operatorcontrol/", timeout=REQUEST_TIMEOUT)
         assert controls.status_code == 200
+        dashboard = staff.get(f"{server.url}/admin/resilience/", timeout=REQUEST_TIMEOUT)
+        assert dashboard.status_code == 200 and "primary down" in dashboard.text
+        assert "the controls are stored there, so they cannot change now" in dashboard.text
 
         add_url = f"{server.url}/admin/shop/category/add/"
         token = _csrf(staff, add_url)

@@ -1,0 +1,1 @@
+"""Logging, metrics and traces (the seed's logging and telemetry areas)."""
