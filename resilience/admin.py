@@ -14,3 +14,4 @@ class IdempotencyRecordAdmin(admin.ModelAdmin):
 from resilience.auth.admin import KeyAuditEntryAdmin, SigningKeyAdmin  # noqa: E402,F401 - registers them
 from resilience.controls.admin import ControlAuditEntryAdmin, OperatorControlAdmin  # noqa: E402,F401 - registers them
 from resilience.events.admin import ResilienceEventAdmin  # noqa: E402,F401 - registers it
+from resilience.staff.admin import StaffLoginAdmin  # noqa: E402,F401 - registers it

@@ -31,6 +31,9 @@ class ResilienceConfig(AppConfig):
         from resilience.db import guard_rails as db_guard_rails
         from resilience.db.monitor import monitor_task_register
         from resilience.events import events_flush
+        from resilience.staff import sessions as staff_sessions
+        from resilience.staff.audit import audit_connect
+        from resilience.staff.otp import otp_deferred_flush
 
         log_config_warnings(settings.BULWARK_CONFIG)
         checks.register()
@@ -39,5 +42,8 @@ class ResilienceConfig(AppConfig):
         monitor_task_register(deferred_flush)
         monitor_task_register(events_flush)  # resilience events buffered in this worker
         monitor_task_register(ring_cache.keep_fresh, needs_primary=False)  # what the health check peeks at
+        staff_sessions.register()  # revocable admin sessions: signals, deferred epoch writes
+        monitor_task_register(otp_deferred_flush)  # used backup codes whose deletion waited for the primary
         user_logged_in.disconnect(dispatch_uid="update_last_login")
         user_logged_in.connect(update_last_login_best_effort, dispatch_uid="update_last_login_best_effort")
+        audit_connect()  # admin log-ins, failures and refusals as resilience events (resilience/staff)

@@ -4,6 +4,7 @@ from resilience.auth.models import KeyAuditEntry, SigningKey, UserTokenState
 from resilience.controls.models import ControlAuditEntry, OperatorControl
 from resilience.events.models import ResilienceEvent
 from resilience.idempotency.models import IdempotencyRecord
+from resilience.staff.models import StaffLogin, StaffSessionEpoch
 
 __all__ = [
     "ControlAuditEntry",
@@ -12,5 +13,7 @@ __all__ = [
     "OperatorControl",
     "ResilienceEvent",
     "SigningKey",
+    "StaffLogin",
+    "StaffSessionEpoch",
     "UserTokenState",
 ]

@@ -26,6 +26,8 @@ echo "Fake payment gateway on http://127.0.0.1:$gw_port (PAYMENT_GATEWAY_URL in 
 "$PY" manage.py migrate --noinput
 "$PY" manage.py seed_demo
 "$PY" manage.py ensure_admin --password-file .stack/dev/admin_password
+# Its second factor (the controls need it): enrolled once, the URI and QR code printed then; later runs say so.
+"$PY" manage.py staff_otp enroll admin
 port=$("$PY" -c 'from resilience.config import load_config; print(load_config().port)')
 echo "Serving on http://127.0.0.1:$port (Ctrl-C stops the server; 'make stop' stops the stack)."
 exec .venv/bin/gunicorn settings.wsgi --pid .stack/dev/gunicorn.pid

@@ -40,6 +40,9 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "health_check",  # the check base class and its page at /health/checks/ (resilience.health)
     "django_ratelimit",  # only for its system checks: limits are applied by resilience.ratelimit
     "resilience.apps.ResilienceConfig",
@@ -55,6 +58,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): the second factor of this session
+    "resilience.staff.sessions.StaffSessionMiddleware",  # admin sessions: revocable (epoch), idle timeout
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -110,6 +115,9 @@ for _index, _replica in enumerate(CONFIG.replicas, start=1):
 DATABASE_ROUTERS = ["resilience.db.router.FailoverRouter"]
 BULWARK_DB_MONITOR = True  # the per-process node monitor (started by the first request)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+OTP_TOTP_ISSUER = "Bulwark"  # the name authenticator apps show for the staff second factor
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # no admin page shows a device key (Bulwark's device admins hide them too)
 
 # Sessions (the admin's) live in signed cookies: logging in and browsing need no database write, so they keep
 # working while the primary is down. A stolen cookie stays valid until it expires: keep the age short.

@@ -31,7 +31,9 @@ from resilience.auth.services import (
     key_stage_check,
     user_logout_everywhere,
 )
-from resilience.dashboard.permissions import OperateControlsRequired
+from resilience.dashboard.permissions import OperateControlsRequired, may_operate
+from resilience.staff.otp_admin import reset_second_factor  # also puts the second-factor devices on this site
+from resilience.staff.sessions import end_staff_sessions
 
 
 class SigningKeyAddForm(forms.ModelForm):
@@ -181,7 +183,10 @@ User = get_user_model()
 
 
 class BulwarkUserAdmin(UserAdmin):
-    actions = ["logout_everywhere"]
+    actions = ["logout_everywhere", end_staff_sessions, reset_second_factor]  # the last two: resilience/staff
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return may_operate(request)  # "Reset second factor": resilience.operate_controls and a verified session
 
     @admin.action(description="Log out everywhere: every token of the selected users stops working")
     def logout_everywhere(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -61,6 +61,7 @@ class Config:
     jwt_refresh_lifetime: timedelta
     jwt_leeway: timedelta
     jwt_rotation_max_age: timedelta
+    staff_session_idle: timedelta
     jwt_kidless_until: datetime | None  # tokens without a kid verify against JWT_SECRET until then
     jwt_jwks_max_age: timedelta
     secret_key_fallbacks: list[str]
@@ -287,6 +288,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         jwt_refresh_lifetime=reader.duration("JWT_REFRESH_EXPIRES_IN"),
         jwt_leeway=_jwt_leeway(reader),
         jwt_rotation_max_age=reader.duration("JWT_ROTATION_MAX_AGE"),
+        staff_session_idle=reader.duration("STAFF_SESSION_IDLE"),
         jwt_kidless_until=_kidless_until(reader),
         jwt_jwks_max_age=reader.duration("JWT_JWKS_MAX_AGE"),
         secret_key_fallbacks=reader.items("SECRET_KEY_FALLBACKS"),

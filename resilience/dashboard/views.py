@@ -62,7 +62,10 @@ class ControlView(View):
     def post(self, request: HttpRequest) -> HttpResponse:
         assert self.site is not None
         if not may_operate(request):
-            raise PermissionDenied("operating the resilience controls needs the resilience.operate_controls permission")
+            raise PermissionDenied(
+                "operating the resilience controls needs the resilience.operate_controls permission and a session "
+                "verified with a second factor"
+            )
         dashboard = reverse(f"{self.site.name}:resilience_dashboard")
         form = ControlForm(request.POST)
         if not form.is_valid():

@@ -31,9 +31,15 @@ def _replay_position(alias: str) -> int | None:
         return None
 
 
-# Read-only mode (maintenance) stops the shop's writes, not the switches that end it and their audit trail.
+# Read-only mode (maintenance) stops the shop's writes, not the switches that end it, their audit trail, the
+# resilience events, or a staff logout (the session epoch).
 OPERATOR_MODELS = frozenset(
-    {"resilience.operatorcontrol", "resilience.controlauditentry", "resilience.resilienceevent"}
+    {
+        "resilience.operatorcontrol",
+        "resilience.controlauditentry",
+        "resilience.resilienceevent",
+        "resilience.staffsessionepoch",
+    }
 )
 
 

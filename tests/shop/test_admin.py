@@ -14,10 +14,12 @@ from resilience.controls.services import control_set
 from resilience.controls.state import PRIMARY_ONLY_READS
 from resilience.events import event_record, events_flush
 from resilience.idempotency.services import idempotent_call
+from resilience.staff.otp import otp_backup_codes, otp_enroll
 from shop.cart.services import cart_add_item
 from shop.orders.services import order_place
 from shop.payments.services import payment_create
 from tests.factories import ProductFactory, UserFactory
+from tests.second_factor import verified_login
 
 REGISTERED = list(admin.site._registry)
 # Adding by hand is refused on purpose: audit trails are written by the services, outstanding tokens by logins.
@@ -28,6 +30,9 @@ NO_ADD = {
     "shop.Order",
     "shop.Payment",
     "resilience.ResilienceEvent",
+    "resilience.StaffLogin",
+    "otp_totp.TOTPDevice",  # enrolled with `manage.py staff_otp enroll` (the secret is shown there, once)
+    "otp_static.StaticDevice",
 }
 FILTERED = [model for model, model_admin in admin.site._registry.items() if model_admin.list_filter]
 
@@ -38,7 +43,8 @@ def _url(model, view: str, *args) -> str:
 
 @pytest.fixture
 def staff_client(client, db):
-    client.force_login(UserFactory(username="boss", is_staff=True, is_superuser=True))
+    boss = UserFactory(username="boss", is_staff=True, is_superuser=True)
+    verified_login(client, boss, otp_enroll(user=boss))  # the add pages of controls and keys need a second factor
     return client
 
 
@@ -61,8 +67,11 @@ def every_model_has_a_row(order):
     key_rotate(reason="admin test")  # a database key and its audit entry
     control_set(key=PRIMARY_ONLY_READS, enabled=True, actor=None, reason="admin test")  # a switch and its audit
     event_record("control_changed", subject=PRIMARY_ONLY_READS, message="admin test")  # a resilience event
+    event_record("staff_login", subject="boss", message="admin test", detail={"ip": "10.0.0.1", "outcome": "success"})
     events_flush()
     Group.objects.create(name="operators")
+    otp_enroll(user=order.user)  # a second factor: a TOTP device and backup codes
+    otp_backup_codes(user=order.user, count=1)
     empty = [model._meta.label for model in REGISTERED if not model._default_manager.exists()]
     assert not empty, empty
 

@@ -2,13 +2,14 @@
 Playwright (never a downloaded browser), against a real throwaway stack (port base 62770) and gunicorn with 2
 workers (see tests/system/dbfailover.py).
 
-A superuser logs in at ``/admin/login/?next=/admin/resilience/`` and sees the 8 area tiles and the score line,
-then both live workers side by side: the panels refresh themselves (the page never navigates: a marker set on
-``window`` survives). Turning ``db.read_only`` on (with a reason, then the confirmation page) makes every worker
-refuse an API write (503 ``read_only_mode``) within a couple of seconds; turning it off (no confirmation)
-makes the write succeed again. Finally the primary is killed: the Database tile turns amber (at risk: the
-replica serves reads, writes answer 503), the score rises, and every worker shows the primary unreachable; the
-primary is restarted before teardown.
+A superuser, enrolled with ``manage.py staff_otp enroll`` (the controls need a verified second factor), logs in at
+``/admin/login/?next=/admin/resilience/`` with a TOTP code computed from the printed secret, and sees the 8 area
+tiles and the score line, then both live workers side by side: the panels refresh themselves (the page never
+navigates: a marker set on ``window`` survives). Turning ``db.read_only`` on (with a reason, then the confirmation
+page) makes every worker refuse an API write (503 ``read_only_mode``) within a couple of seconds; turning it off
+(no confirmation) makes the write succeed again. Finally the primary is killed: the Database tile turns amber (at
+risk: the replica serves reads, writes answer 503), the score rises, and every worker shows the primary
+unreachable; the primary is restarted before teardown.
 
 Screenshots (full page, 1400 px wide) of the healthy and the degraded dashboard are always taken into
 ``tmp_path`` and checked; with ``BULWARK_SCREENSHOTS_DIR`` set they are also copied there:
@@ -29,6 +30,7 @@ import requests
 from playwright.sync_api import Page, expect, sync_playwright
 
 from tests.helpers import HEALTH_AREAS, poll
+from tests.second_factor import code_for, key_from_uri, uri_in
 from tests.system.dbfailover import PASSWORD, REQUEST_TIMEOUT, Deployment, assert_no_server_errors, run_manage
 
 pytestmark = pytest.mark.system
@@ -122,6 +124,8 @@ def test_dashboard_in_a_browser_shows_the_fleet_and_its_controls_act_on_the_api(
             f"{ADMIN}@example.com",
             env={**deployment.env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD},
         )
+        enrolled = run_manage("staff_otp", "enroll", ADMIN, "--no-qr", env=deployment.env)
+        otp_key = key_from_uri(uri_in(enrolled))
         deployment.wait_replica_caught_up()  # the replica knows the superuser: the page works with the primary down
         # Rate limits on (app_env turns them off for load tests), counted in Redis: the healthy picture is the
         # production one. Sign-ups get room for the test's few dozen from one address.
@@ -139,6 +143,7 @@ def test_dashboard_in_a_browser_shows_the_fleet_and_its_controls_act_on_the_api(
                 page.goto(f"{server.url}/admin/login/?next=/admin/resilience/")
                 page.fill("#id_username", ADMIN)
                 page.fill("#id_password", ADMIN_PASSWORD)
+                page.fill("#id_otp_token", code_for(otp_key))  # the second factor: what the app would show now
                 page.click("input[type=submit]")
                 page.wait_for_url("**/admin/resilience/")
 

@@ -35,7 +35,9 @@ from resilience.auth.services import (
     user_logout_everywhere,
 )
 from resilience.auth.tokens import access_decode, refresh_rotate, tokens_for_user
+from resilience.staff.otp import otp_enroll
 from tests.factories import UserFactory
+from tests.second_factor import verified_login
 from tests.system.conftest import ROOT
 
 pytestmark = pytest.mark.django_db
@@ -370,7 +372,7 @@ def test_command_exit_status_and_message_as_a_process() -> None:
 @pytest.fixture
 def admin_client(client, db):
     admin = UserFactory(is_staff=True, is_superuser=True)
-    client.force_login(admin)
+    verified_login(client, admin, otp_enroll(user=admin))  # changing keys needs a verified second factor
     return client
 
 

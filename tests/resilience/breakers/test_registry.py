@@ -14,7 +14,9 @@ from resilience.breakers.exceptions import ExternalClientError, ExternalServerEr
 from resilience.breakers.registry import breaker_get, breakers_snapshot, reset_breakers
 from resilience.controls.models import ControlAuditEntry, OperatorControl
 from resilience.controls.state import controls_replace
+from resilience.staff.otp import otp_enroll
 from tests.factories import UserFactory
+from tests.second_factor import verified_login
 
 NAME = "payment_gateway"
 
@@ -136,7 +138,8 @@ def test_breaker_force_set_is_obeyed_by_this_process_on_commit():
 
 @pytest.mark.django_db
 def test_admin_offers_breaker_switches_and_forcing_one_switches_the_other_off(client):
-    client.force_login(UserFactory(username="boss", is_staff=True, is_superuser=True))
+    boss = UserFactory(username="boss", is_staff=True, is_superuser=True)
+    verified_login(client, boss, otp_enroll(user=boss))  # changing a control needs a verified second factor
     add = reverse("admin:resilience_operatorcontrol_add")
     page = client.get(add).content.decode()
     assert force_key(NAME, "force_open") in page and force_key(NAME, "force_closed") in page

@@ -16,9 +16,11 @@ from resilience.breakers.registry import breaker_get
 from resilience.controls.models import ControlAuditEntry, OperatorControl
 from resilience.controls.state import READ_ONLY, db_controls, switches
 from resilience.db.nodes import PRIMARY, registry
+from resilience.staff.otp import otp_enroll
 from tests.factories import UserFactory
 from tests.helpers import HEALTH_AREAS, assert_error
 from tests.redis_servers import dead_redis_cache
+from tests.second_factor import verified_login
 
 DASHBOARD = "/admin/resilience/"
 CONTROL = "/admin/resilience/control/"
@@ -30,9 +32,14 @@ def operator(db):
     return UserFactory(username="operator", is_staff=True, is_superuser=True)
 
 
+def _operate_as(client, user) -> None:
+    """Log in with a session verified by a second factor: the controls need it (resilience/staff/otp.py)."""
+    verified_login(client, user, otp_enroll(user=user))
+
+
 @pytest.fixture
 def operator_client(client, operator):
-    client.force_login(operator)
+    _operate_as(client, operator)
     return client
 
 
@@ -132,7 +139,7 @@ def test_a_confirmed_control_is_stored_and_audited(operator_client, operator):
 
 @pytest.mark.django_db(transaction=True)
 def test_read_only_mode_from_the_dashboard_refuses_api_writes_and_can_be_switched_off(client, api_client):
-    client.force_login(UserFactory(username="op", is_staff=True, is_superuser=True))
+    _operate_as(client, UserFactory(username="op", is_staff=True, is_superuser=True))
     _post(client, action="switch", target=READ_ONLY, value="on", confirmed="on")
     assert db_controls().read_only  # obeyed by this process at commit
     refused = api_client.post(
@@ -155,7 +162,7 @@ def test_read_only_mode_from_the_dashboard_refuses_api_writes_and_can_be_switche
 
 @pytest.mark.django_db(transaction=True)
 def test_breaker_controls_force_and_retry(client):
-    client.force_login(UserFactory(username="op", is_staff=True, is_superuser=True))
+    _operate_as(client, UserFactory(username="op", is_staff=True, is_superuser=True))
     _post(client, action="breaker", target=BREAKER, value="open", confirmed="on")
     assert breaker_get(BREAKER).snapshot()["state"] == "open"
     assert switches()[f"breaker.{BREAKER}.force_open"] is True
@@ -209,10 +216,13 @@ def test_staff_without_the_operate_permission_can_look_but_not_change(viewer_cli
     assert b'value="rotate"' not in keys.content
 
 
-def test_the_operate_permission_alone_unlocks_the_controls(client, db):
+def test_the_operate_permission_with_a_verified_second_factor_unlocks_the_controls(client, db):
     user = UserFactory(username="oncall", is_staff=True)
     user.user_permissions.add(Permission.objects.get(codename="operate_controls"))
-    client.force_login(user)
+    client.force_login(user)  # the permission alone: look only (tests/resilience/staff/test_otp.py)
+    assert "enrol a second factor to operate" in client.get(DASHBOARD).content.decode()
+    assert _post(client, action="switch", target=READ_ONLY, value="on", confirmed="on").status_code == 403
+    _operate_as(client, user)
     response = _post(client, action="switch", target=READ_ONLY, value="on", confirmed="on")
     assert any("done" in message for message in _messages(response))
     assert OperatorControl.objects.get(key=READ_ONLY).enabled
