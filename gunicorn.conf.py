@@ -6,25 +6,43 @@ and exits with code 4, which makes the master stop instead of respawning workers
 """
 
 import functools
-import logging
 
 from gunicorn.http.message import Request
 
 from resilience.config import ConfigError, load_config
 from resilience.config.startup import log_config_warnings
+from resilience.observability import multiprocess as metrics_multiprocess  # a module: worker_exit is a gunicorn hook
 
 try:
     _config = load_config()
     _port, _workers = _config.port, _config.web_concurrency
 except ConfigError:
     _config, _port, _workers = None, 8000, 1
+# One metrics directory shared by the workers (PROMETHEUS_MULTIPROC_DIR), set before they import prometheus_client.
+metrics_multiprocess.multiprocess_dir_prepare(_config, server=True)
+# One logging set-up for gunicorn and Django: the master's and workers' records (gunicorn.error, gunicorn.access)
+# go through the same bounded queue as JSON (resilience/observability/logs.py). Imported after the line above.
+from resilience.observability.logs import log_listener_start, logging_config  # noqa: E402
+
+logconfig_dict = logging_config(_config)
 
 
 def on_starting(server: object) -> None:
     """The master logs the configuration's warnings once; the workers it forks do not repeat them."""
+    metrics_multiprocess.multiprocess_wipe()  # an earlier run's metric files would be summed into this one's
     if _config is not None:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         log_config_warnings(_config)
+
+
+def post_fork(server: object, worker: object) -> None:
+    """Each worker starts tracing after the fork and before it loads the application: the Django instrumentor
+    adds its middleware to settings.MIDDLEWARE, which Django reads once when the application is built (too
+    late in post_worker_init). Nothing when the configuration is broken: the application load reports it."""
+    log_listener_start()  # this worker's log listener (already started by the at-fork hook: then a no-op)
+    if _config is not None:
+        from resilience.observability.tracing import tracing_start
+
+        tracing_start(_config)
 
 
 def post_worker_init(worker: object) -> None:
@@ -32,9 +50,16 @@ def post_worker_init(worker: object) -> None:
     worker that has not served yet is already watching the nodes and shows on the dashboard."""
     from resilience.db.monitor import monitor_start  # Django is set up by now (the worker loaded the app)
     from resilience.health.workers import publisher_start
+    from resilience.observability.tracing import log_filter_install
 
     monitor_start()
     publisher_start()
+    log_filter_install()  # trace_id/span_id on the log records (Django's LOGGING has replaced the handlers)
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker is gone: its live gauges leave /metrics (its counters stay in the totals)."""
+    metrics_multiprocess.worker_exit(worker.pid)  # type: ignore[attr-defined]
 
 
 wsgi_app = "settings.wsgi:application"

@@ -15,6 +15,9 @@ def main() -> None:
         from resilience.config.validate import main as validate_env
 
         sys.exit(validate_env(sys.argv[2:]))
+    from resilience.observability.logs import log_to_stderr
+
+    log_to_stderr()  # a command's stdout is its output; its log records go to stderr
     from resilience.config.startup import config_or_exit
 
     config_or_exit(exit_code=2)

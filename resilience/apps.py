@@ -31,6 +31,7 @@ class ResilienceConfig(AppConfig):
         from resilience.db import guard_rails as db_guard_rails
         from resilience.db.monitor import monitor_task_register
         from resilience.events import events_flush
+        from resilience.observability import metrics as observability_metrics
         from resilience.staff import sessions as staff_sessions
         from resilience.staff.audit import audit_connect
         from resilience.staff.otp import otp_deferred_flush
@@ -42,6 +43,7 @@ class ResilienceConfig(AppConfig):
         monitor_task_register(deferred_flush)
         monitor_task_register(events_flush)  # resilience events buffered in this worker
         monitor_task_register(ring_cache.keep_fresh, needs_primary=False)  # what the health check peeks at
+        observability_metrics.register()  # this worker's gauges for /metrics, refreshed every second
         staff_sessions.register()  # revocable admin sessions: signals, deferred epoch writes
         monitor_task_register(otp_deferred_flush)  # used backup codes whose deletion waited for the primary
         user_logged_in.disconnect(dispatch_uid="update_last_login")

@@ -18,6 +18,8 @@ AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
 REQUEST_ID_MIDDLEWARE = "core.request_id.RequestIdMiddleware"
 FAILOVER_ROUTER = "resilience.db.router.FailoverRouter"
 NODE_AWARE_ENGINE = "resilience.db.backend"
+# The same backend counted by django-prometheus (what settings/base.py uses).
+NODE_AWARE_ENGINES = frozenset({NODE_AWARE_ENGINE, "resilience.observability.db_backend"})
 FALLBACK_CACHE = "resilience.cache.FallbackCache"
 ENVELOPE_HANDLER = "core.api.exception_handler.api_exception_handler"
 RATELIMIT_THROTTLE = "resilience.ratelimit.throttles.RateLimitThrottle"
@@ -67,7 +69,7 @@ def check_databases(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
                 id="bulwark.E003",
             )
         )
-    plain = sorted(alias for alias, db in settings.DATABASES.items() if db.get("ENGINE") != NODE_AWARE_ENGINE)
+    plain = sorted(alias for alias, db in settings.DATABASES.items() if db.get("ENGINE") not in NODE_AWARE_ENGINES)
     if plain:
         found.append(
             checks.Error(

@@ -7,9 +7,11 @@ every problem listed (manage.py and the WSGI entry point turn it into a clean ex
 from pathlib import Path
 
 from resilience.config import load_config
+from resilience.observability.multiprocess import multiprocess_dir_prepare
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 CONFIG = load_config()
+multiprocess_dir_prepare(CONFIG)  # before anything imports prometheus_client (resilience/observability)
 
 BULWARK_CONFIG = CONFIG
 SECRET_KEY = CONFIG.secret_key
@@ -45,12 +47,15 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_static",
     "health_check",  # the check base class and its page at /health/checks/ (resilience.health)
     "django_ratelimit",  # only for its system checks: limits are applied by resilience.ratelimit
+    "django_prometheus",  # /metrics (resilience.observability.views): requests, database, cache
     "resilience.apps.ResilienceConfig",
     "shop.apps.ShopConfig",
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",  # first: latency including every middleware
     "core.request_id.RequestIdMiddleware",
+    "resilience.observability.logs.RequestLogMiddleware",  # one JSON "request" record per request
     "resilience.db.middleware.DatabaseRoutingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -62,7 +67,9 @@ MIDDLEWARE = [
     "resilience.staff.sessions.StaffSessionMiddleware",  # admin sessions: revocable (epoch), idle timeout
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",  # last: requests by view, method and status
 ]
+PROMETHEUS_EXPORT_MIGRATIONS = False  # no database query at start-up
 
 ROOT_URLCONF = "settings.urls"
 WSGI_APPLICATION = "settings.wsgi.application"
@@ -97,7 +104,7 @@ def _database(entry: dict, *, replica: bool) -> dict:
         options.setdefault("options", f"-c statement_timeout={int(_QUERY_DEADLINE * 1000)}")
     database = {
         **entry,
-        "ENGINE": "resilience.db.backend",
+        "ENGINE": "resilience.observability.db_backend",  # resilience.db.backend, counted by django-prometheus
         "OPTIONS": options,
         "CONN_MAX_AGE": 60,
         "CONN_HEALTH_CHECKS": True,
@@ -244,21 +251,8 @@ BULWARK_BREAKERS = {
 }
 IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "core.request_id.RequestIdLogFilter"}},
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]},
-    },
-    "root": {"handlers": ["console"], "level": CONFIG.log_level},
-    "loggers": {
-        "django.server": {"level": "WARNING"},
-        # django-health-check logs every failing check with a traceback, on every probe; the monitors log each
-        # change of state once (resilience.db, resilience.cache, ...). Its errors (a check that crashed) stay.
-        "health_check": {"level": "ERROR"},
-    },
-}
+# JSON records through a bounded per-process queue (never blocking), secrets redacted; stdout and LOG_DIR.
+# Built by a function (the same dict is gunicorn's logconfig_dict); imported here, after multiprocess_dir_prepare.
+from resilience.observability.logs import logging_config  # noqa: E402
+
+LOGGING = logging_config(CONFIG)  # django.server WARNING, health_check ERROR, as before

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from core.api.views import api_route_not_found
 from resilience.auth.views import jwks
 from resilience.health import views as health
+from resilience.observability.views import metrics
 
 handler400 = "core.api.views.bad_request"
 handler403 = "core.api.views.permission_denied"
@@ -22,5 +23,6 @@ urlpatterns = [
     re_path(r"^health/live/?$", health.live, name="health-live"),
     re_path(r"^health/ready/?$", health.ready, name="health-ready"),
     re_path(r"^health/checks/?$", staff_member_required(health.checks_page), name="health-checks"),
+    re_path(r"^metrics/?$", metrics, name="metrics"),  # loopback, METRICS_ALLOWED_NETWORKS or METRICS_TOKEN
     path(".well-known/jwks.json", jwks, name="jwks"),
 ]

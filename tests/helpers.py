@@ -109,3 +109,16 @@ def poll(check: Callable[[], T], timeout: float, interval: float = 0.25) -> tupl
         if waited >= timeout:
             raise AssertionError(f"not reached within {timeout:.0f} s (last result: {result!r})")
         time.sleep(interval)
+
+
+def fresh_logging() -> None:
+    """Logging configured anew (its stdout sink on this test's captured stream) with no past drops or sink errors:
+    the ``logging`` health area passes unless the test itself breaks it."""
+    import logging.config
+
+    from django.conf import settings
+
+    from resilience.observability.logs import log_history_forget
+
+    logging.config.dictConfig(settings.LOGGING)
+    log_history_forget()

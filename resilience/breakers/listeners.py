@@ -4,7 +4,7 @@ Prometheus metrics.
 Logger ``resilience.breakers``: a change of state is a WARNING with ``extra`` fields ``event``
 (``breaker_state_changed``), ``breaker``, ``from_state``, ``to_state`` and ``reason``.
 
-Metrics, in prometheus_client's default registry of this process (no HTTP endpoint exposes them yet):
+Metrics, in prometheus_client's default registry (``/metrics``, every worker's: resilience/observability):
 
 - ``bulwark_breaker_state{breaker, state}``: 1 for the state the breaker is in (closed, open, half_open), else 0
 - ``bulwark_breaker_forced{breaker}``: 0 automatic, 1 forced open, 2 forced closed by an operator
@@ -23,9 +23,18 @@ from resilience.events import event_record
 
 logger = logging.getLogger("resilience.breakers")
 
-BREAKER_STATE = Gauge("bulwark_breaker_state", "Circuit breaker state (1 = the current one).", ["breaker", "state"])
+# Live gauges, the highest over the workers (multiprocess mode): a dead worker's series go with it.
+BREAKER_STATE = Gauge(
+    "bulwark_breaker_state",
+    "Circuit breaker state (1 = the current one; max over workers).",
+    ["breaker", "state"],
+    multiprocess_mode="livemax",
+)
 BREAKER_FORCED = Gauge(
-    "bulwark_breaker_forced", "Operator override: 0 automatic, 1 forced open, 2 forced closed.", ["breaker"]
+    "bulwark_breaker_forced",
+    "Operator override: 0 automatic, 1 forced open, 2 forced closed.",
+    ["breaker"],
+    multiprocess_mode="livemax",
 )
 BREAKER_TRANSITIONS = Counter(
     "bulwark_breaker_transitions_total", "Circuit breaker state changes.", ["breaker", "from_state", "to_state"]

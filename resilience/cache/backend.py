@@ -27,6 +27,8 @@ from redis.retry import Retry
 
 from resilience.cache.circuit import REDIS_FAILURES, RedisCircuit, circuit_for
 from resilience.controls.state import ratelimit_force_memory
+from resilience.observability.cache import CountedMemoryCache, CountedRedisCache
+from resilience.observability.metrics import fallback_taken
 
 DEFAULT_SOCKET_TIMEOUT = 0.25
 DEFAULT_PROBE_INTERVAL = 1.0
@@ -57,7 +59,7 @@ class FallbackCache(BaseCache):
         shared = {name: params[name] for name in _SHARED_PARAMS if name in params}
         self.location = location.strip() if isinstance(location, str) else ""
         memory_name = f"bulwark-fallback:{self.location or 'memory-only'}"
-        self._memory = LocMemCache(
+        self._memory: LocMemCache = CountedMemoryCache(  # gets counted (django-prometheus's metrics)
             memory_name,
             {**shared, "OPTIONS": {"MAX_ENTRIES": options.get("MEMORY_MAX_ENTRIES", DEFAULT_MEMORY_MAX_ENTRIES)}},
         )
@@ -68,7 +70,7 @@ class FallbackCache(BaseCache):
         connect_timeout = float(options.get("SOCKET_CONNECT_TIMEOUT", DEFAULT_SOCKET_TIMEOUT))
         socket_timeout = float(options.get("SOCKET_TIMEOUT", DEFAULT_SOCKET_TIMEOUT))
         self.connect_timeout, self.socket_timeout = connect_timeout, socket_timeout
-        self._redis = RedisCache(
+        self._redis = CountedRedisCache(  # django-redis with django-prometheus's get/hit/miss/fail counts
             self.location,
             {
                 **shared,
@@ -118,6 +120,8 @@ class FallbackCache(BaseCache):
                 return call(self._redis)  # type: ignore[arg-type]
             except REDIS_FAILURES as exc:
                 self.circuit.trip(exc, operation)  # type: ignore[union-attr]
+        if self._redis is not None:
+            fallback_taken("cache_memory")  # Redis configured, but this call is answered from memory
         return call(self._memory)
 
     def snapshot(self) -> dict[str, Any]:

@@ -86,6 +86,9 @@ class Config:
     web_concurrency: int
     port: int
     log_level: str
+    log_dir: str | None
+    metrics_token: str | None
+    metrics_allowed_networks: list[str]
     warnings: list[Finding] = field(default_factory=list)
     provided: frozenset[str] = frozenset()  # the variables that were set (names only)
 
@@ -313,6 +316,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         web_concurrency=reader.integer("WEB_CONCURRENCY", minimum=1, maximum=128),
         port=reader.integer("PORT", minimum=1, maximum=65535),
         log_level=reader.choice("LOG_LEVEL")[0],
+        log_dir=reader.text("LOG_DIR"),
+        metrics_token=reader.text("METRICS_TOKEN"),
+        metrics_allowed_networks=reader.items("METRICS_ALLOWED_NETWORKS"),
         provided=frozenset(reader.present),
     )
     _check_kinds(reader)

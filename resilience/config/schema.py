@@ -355,6 +355,26 @@ SCHEMA: tuple[Var, ...] = (
     Var("WEB_CONCURRENCY", "int", "optional", "serving", "gunicorn worker processes.", default="2"),
     Var("PORT", "int", "optional", "serving", "Port gunicorn listens on (127.0.0.1).", default="8000"),
     Var(
+        "LOG_DIR",
+        "str",
+        "optional",
+        "logging",
+        "Also write the JSON log to LOG_DIR/bulwark.log, rotated by size and daily, shared safely by every worker.",
+    ),
+    _secret(
+        "METRICS_TOKEN",
+        "optional",
+        "telemetry",
+        "Bearer token that opens /metrics from any address (without it: loopback and METRICS_ALLOWED_NETWORKS only).",
+    ),
+    Var(
+        "METRICS_ALLOWED_NETWORKS",
+        "list",
+        "optional",
+        "telemetry",
+        "Comma-separated networks (CIDR) whose clients may scrape /metrics without a token; loopback always may.",
+    ),
+    Var(
         "LOG_LEVEL",
         "choice",
         "optional",

@@ -6,6 +6,7 @@ import psycopg
 from django.db import DatabaseError
 
 from core.exceptions import AppError, DependencyUnavailableError
+from resilience.observability.metrics import read_only_rejected
 
 RETRY_AFTER_SECONDS = 5
 MAINTENANCE_MESSAGE = "The shop is in maintenance (read-only) mode; reading works, writing does not."
@@ -22,6 +23,7 @@ class ReadOnlyModeError(AppError, DatabaseError):
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        read_only_rejected()  # bulwark_read_only_rejections_total: one per refusal made
 
 
 class OutcomeUnknownError(AppError, DatabaseError):

@@ -30,6 +30,7 @@ from resilience.db.exceptions import (
 from resilience.db.monitor import monitor_start
 from resilience.db.nodes import PRIMARY, registry
 from resilience.health.workers import publisher_start
+from resilience.observability.metrics import request_rerun
 
 logger = logging.getLogger("resilience.db")
 
@@ -65,6 +66,7 @@ class DatabaseRoutingMiddleware:
                     request.path,
                     extra={"event": "db_request_retried", "failed": sorted(state.failed)},
                 )
+                request_rerun()
                 response = self.get_response(request)
                 if isinstance(response, _RetryResponse):  # failed again: never loop
                     response = error_response(request, self._failure_error(state))

@@ -16,6 +16,7 @@ from resilience.db import context
 from resilience.db.exceptions import MAINTENANCE_MESSAGE, ReadOnlyModeError
 from resilience.db.lsn import lsn_to_int
 from resilience.db.nodes import PRIMARY, NodeRegistry, registry
+from resilience.observability.metrics import fallback_taken
 
 logger = logging.getLogger("resilience.db")
 
@@ -62,6 +63,8 @@ class FailoverRouter:
         if replica is not None:
             return replica
         if nodes.may_connect(PRIMARY):
+            if nodes.replica_aliases:
+                fallback_taken("replica_to_primary")  # no current replica for this read
             return PRIMARY
         return self._stale_replica(nodes, state, controls.drained) or PRIMARY
 
@@ -116,4 +119,5 @@ class FailoverRouter:
         if state is not None:
             state.stale = True
             state.replica = preferred[0]
+        fallback_taken("stale_replica_read")
         return preferred[0]

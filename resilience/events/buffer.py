@@ -43,7 +43,11 @@ EVENTS_DROPPED = Counter(
     "bulwark_resilience_events_dropped_total",
     "Resilience events dropped unwritten because the buffer waiting for the primary was full",
 )
-EVENTS_BUFFERED = Gauge("bulwark_resilience_events_buffered", "Resilience events waiting for the primary.")
+EVENTS_BUFFERED = Gauge(
+    "bulwark_resilience_events_buffered",
+    "Resilience events waiting for the primary (summed over live workers).",
+    multiprocess_mode="livesum",
+)
 
 
 @dataclass(frozen=True)

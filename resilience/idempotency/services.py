@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from resilience.idempotency.exceptions import IdempotencyKeyMismatchError
 from resilience.idempotency.models import IdempotencyRecord
+from resilience.observability.metrics import idempotent_replayed
 
 logger = logging.getLogger("resilience.idempotency")
 
@@ -63,6 +64,7 @@ def request_fingerprint(body: Any) -> str:
 
 
 def _replay(record: IdempotencyRecord) -> IdempotentResponse:
+    idempotent_replayed()
     return IdempotentResponse(status=record.response_status, body=json.loads(record.response_body), replayed=True)
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 import requests
@@ -26,6 +27,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def process_stop(process: subprocess.Popen, log: IO[bytes], *, sig: int = signal.SIGTERM, wait: float = 10) -> None:
+    """Stop a helper process (``sig``, then SIGKILL after ``wait`` seconds) and close its log."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    log.close()
 
 
 def manage(*args: str, env: dict[str, str]) -> None:
@@ -73,14 +86,7 @@ class Gunicorn:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        process_stop(self.process, self.log, wait=25)
 
 
 @pytest.fixture(scope="session")

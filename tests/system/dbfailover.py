@@ -12,6 +12,7 @@ squat on a stack's port: 62400, 62410, ... one per test (bench/failover defaults
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import secrets
@@ -165,11 +166,21 @@ def full_log(server: Gunicorn) -> str:
     return server.log_path.read_text(errors="replace")
 
 
+def log_records(server: Gunicorn) -> list[dict[str, Any]]:
+    """The server's JSON log records (one object a line; other lines, e.g. a crash's raw stderr, left out)."""
+    records = []
+    for line in full_log(server).splitlines():
+        if line.startswith("{"):
+            with suppress(ValueError):
+                records.append(json.loads(line))
+    return records
+
+
 def assert_no_server_errors(*servers: Gunicorn) -> None:
     """No 500 in the access log and no traceback anywhere in the servers' logs."""
     for server in servers:
         text = full_log(server)
-        five_hundreds = [line for line in text.splitlines() if re.search(r'HTTP/[\d.]+" 500 ', line)]
+        five_hundreds = [line for line in text.splitlines() if re.search(r'HTTP/[\d.]+\\?" 500 ', line)]
         assert not five_hundreds, "\n".join(five_hundreds[:10])
         assert "Traceback" not in text, text[text.index("Traceback") - 2000 : text.index("Traceback") + 3000]
 

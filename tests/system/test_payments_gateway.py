@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.system.conftest import ROOT, free_port
+from tests.system.conftest import ROOT, free_port, process_stop
 from tests.system.dbfailover import (
     REQUEST_TIMEOUT,
     Customer,
@@ -84,14 +84,7 @@ class GatewayProcess:
         return requests.get(f"{self.url}/_charges", timeout=5).json()["charges"]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        process_stop(self.process, self.log)
 
 
 @pytest.fixture
@@ -265,7 +258,11 @@ def test_failing_and_declining_gateway_and_operator_forcing_the_breaker(tmp_path
         assert opened_count(server) == WORKERS, full_log(server)[-3000:]
         assert {(r.status, r.order_status) for r in failing} == {(201, "pending_payment")}
         log = full_log(server)
-        assert re.search(r"WARNING resilience\.breakers .*closed -> open \(3 consecutive failures", log), log[-2000:]
+        assert re.search(
+            r'"level": "WARNING", "logger": "resilience\.breakers", "message": "circuit breaker payment_gateway: '
+            r"closed -> open \(3 consecutive failures",
+            log,
+        ), log[-2000:]
 
         # Declines, with the breaker forced closed by an operator: every worker calls the gateway again within
         # 2 s; a decline is payment_failed, its stock returned, and it does not open anything.

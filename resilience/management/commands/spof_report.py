@@ -22,6 +22,7 @@ from resilience.db.nodes import registry
 from resilience.health.base import AreaStatus
 from resilience.health.matrix import AREA_CHECKS, Matrix, matrix_now
 from resilience.health.scorecard import TARGET_SCORE, critical_spofs, scorecard_rows
+from resilience.observability.health import TelemetryHealth, telemetry_status
 from resilience.serving.health import ServingHealth, serving_status
 
 ICONS = {"pass": "✅", "warn": "⚠️ ", "fail": "❌"}
@@ -34,6 +35,16 @@ class _FleetServingHealth(ServingHealth):
         return serving_status(count_self=False)
 
 
+class _ConfiguredTelemetryHealth(TelemetryHealth):
+    """This command exports no traces: the endpoints as configured (each worker's /health shows its exporters)."""
+
+    def assess(self) -> AreaStatus:
+        return telemetry_status(self, exporters=False)
+
+
+FLEET_CHECKS = {ServingHealth: _FleetServingHealth, TelemetryHealth: _ConfiguredTelemetryHealth}
+
+
 class Command(BaseCommand):
     help = "The SPOF scorecard: each area's state now. Exit 1 when a critical area is a single point of failure."
 
@@ -42,7 +53,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._look_once()
-        matrix = matrix_now(checks=[_FleetServingHealth if c is ServingHealth else c for c in AREA_CHECKS])
+        matrix = matrix_now(checks=[FLEET_CHECKS.get(check, check) for check in AREA_CHECKS])
         critical = critical_spofs(matrix)
         if options["json"]:
             body = {**matrix.health_body(), "scorecard": scorecard_rows(matrix), "critical_spofs": critical}

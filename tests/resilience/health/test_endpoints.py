@@ -47,8 +47,9 @@ from resilience.health.matrix import AREA_CHECKS
 from resilience.health.views import ReadinessView, SpofHealthView
 from resilience.health.workers import _publish
 from resilience.observability.health import TelemetryHealth
+from resilience.observability.tracing import tracing_start, tracing_stop
 from tests.factories import ProductFactory, UserFactory
-from tests.helpers import HEALTH_AREAS, assert_error, dead
+from tests.helpers import HEALTH_AREAS, assert_error, dead, fresh_logging
 from tests.redis_servers import HungRedis, dead_redis_cache
 
 REPLICA = "replica_1"
@@ -107,11 +108,15 @@ def passing(settings, fresh_circuits) -> Iterator[None]:
         web_concurrency=2,  # as the peer and this process: two live workers of two configured
         warnings=[finding for finding in config.warnings if finding.name != "OTEL_EXPORTER_OTLP_ENDPOINTS"],
     )
+    fresh_logging()
     config_reports_clear()
     reset_breakers()
     assert ring_cache.refresh(wait=True) is not None
+    # As a gunicorn worker does (post_fork): traces to both endpoints; no span is made here, so none is exported.
+    assert tracing_start(settings.BULWARK_CONFIG, instrument=False) is not None
     with PeerWorker():
         yield
+    tracing_stop(timeout=1)
     reset_breakers()
     config_reports_clear()
     reset_registry()  # every node usable again before the database is flushed

@@ -28,7 +28,7 @@ from django.core.management import CommandError, call_command
 from resilience.db.nodes import PRIMARY, reset_registry
 from resilience.health.base import config_reports_clear
 from resilience.health.workers import _publish
-from tests.helpers import HEALTH_AREAS, dead
+from tests.helpers import HEALTH_AREAS, dead, fresh_logging
 
 REPLICA = "replica_1"
 ROOT = Path(__file__).resolve().parents[3]
@@ -54,6 +54,7 @@ def own_fleet(settings) -> Iterator[None]:
         **settings.CACHES,
         "default": {**settings.CACHES["default"], "KEY_PREFIX": f"spof-{uuid.uuid4().hex[:8]}"},
     }
+    fresh_logging()
     config_reports_clear()
     reset_registry()
     yield
