@@ -79,7 +79,9 @@ def manage(*args: str, env: dict[str, str]) -> None:
 class Gunicorn:
     """gunicorn serving Bulwark on a free loopback port, in its own session (so Ctrl-C reaches us only)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, *, stdout_unread: bool = False) -> None:
+        """``stdout_unread``: standard output goes to a pipe nobody reads (a stalled log sink: once its 64 KiB fill
+        up, every write blocks); stderr still goes to ``log_path``."""
         self.url = f"http://{HOST}:{env['PORT']}"
         self.log_path = log_path
         self._log = log_path.open("wb")
@@ -87,8 +89,8 @@ class Gunicorn:
             [sys.executable, "-m", "gunicorn", "settings.wsgi"],
             cwd=ROOT,
             env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE if stdout_unread else self._log,
+            stderr=self._log if stdout_unread else subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -114,6 +116,8 @@ class Gunicorn:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         self._log.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -33,8 +33,6 @@ import json
 import os
 import random
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -44,7 +42,6 @@ from typing import Any
 import requests
 
 from bench.harness import (
-    HOST,
     ROOT,
     Gunicorn,
     add_common_args,
@@ -100,29 +97,6 @@ def app_env(stack_env: dict[str, str], port: int, log_dir: Path, endpoints: list
     return env
 
 
-class StalledSinkGunicorn(Gunicorn):
-    """gunicorn whose standard output nobody reads: once the pipe's 64 KiB buffer is full, every write of the log
-    listener blocks for good, as behind a stuck log shipper or a hung disk. stderr (the warnings) goes to a file."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.url = f"http://{HOST}:{env['PORT']}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "settings.wsgi"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,  # never read
-            stderr=self._log,
-            start_new_session=True,
-        )
-
-    def stop(self) -> None:
-        super().stop()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
 class Client:
     def __init__(self, base_url: str, product_ids: list[int], seed: int) -> None:
         self.base_url = base_url
@@ -169,9 +143,7 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
     manage("seed_demo", "-v", "0", env=envs["baseline"])
     code = announce_code()
     servers = {
-        mode: (StalledSinkGunicorn if mode == "stalled_log_sink" else Gunicorn)(
-            envs[mode], out / f"gunicorn-{mode}.log"
-        )
+        mode: Gunicorn(envs[mode], out / f"gunicorn-{mode}.log", stdout_unread=mode == "stalled_log_sink")
         for mode in MODES
     }
     for server in servers.values():
