@@ -151,6 +151,18 @@ class Deployment:
             assert response.status_code == 200, response.text
         return self.replica_queries_since(since, "shop_product")
 
+    def superuser_create(self, username: str, password: str) -> None:
+        """A superuser made as an operator would (``createsuperuser --noinput``)."""
+        run_manage(
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            username,
+            "--email",
+            f"{username}@example.com",
+            env={**self.env, "DJANGO_SUPERUSER_PASSWORD": password},
+        )
+
     def control_set(self, **switches: bool) -> float:
         """Set operator switches through the service (stored, audited); returns the monotonic time it returned."""
         calls = "; ".join(
@@ -159,6 +171,15 @@ class Deployment:
         )
         run_manage("shell", "-c", f"from resilience.controls.services import control_set; {calls}", env=self.env)
         return time.monotonic()
+
+
+def csrf_token(session: requests.Session, url: str) -> str:
+    """GET ``url`` (an admin form) with ``session``: the CSRF token of its form (the cookie stays in the session)."""
+    page = session.get(url, timeout=REQUEST_TIMEOUT)
+    assert page.status_code == 200, page.text[:500]
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
 
 
 def full_log(server: Gunicorn) -> str:

@@ -27,7 +27,7 @@ import requests
 
 from tests.helpers import poll
 from tests.system.conftest import Gunicorn
-from tests.system.dbfailover import REQUEST_TIMEOUT, Deployment, assert_no_server_errors, full_log, run_manage
+from tests.system.dbfailover import REQUEST_TIMEOUT, Deployment, assert_no_server_errors, full_log
 
 pytestmark = pytest.mark.system
 
@@ -126,15 +126,7 @@ def stored(deployment: Deployment, where: str) -> int:
 
 def test_admin_login_limits_hold_over_http_with_redis_up_and_killed_and_are_audited(tmp_path) -> None:
     with Deployment("adm-limits", PORT_BASE, tmp_path) as deployment:
-        run_manage(
-            "createsuperuser",
-            "--noinput",
-            "--username",
-            STAFF,
-            "--email",
-            "boss@example.com",
-            env={**deployment.env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD},
-        )
+        deployment.superuser_create(STAFF, PASSWORD)
         short = serve(deployment, "short-window", per_ip="1000/d", per_user=f"{SHORT_LIMIT}/{SHORT_WINDOW}s")
         strict = serve(deployment, "strict", per_ip=f"{LIMIT}/d", per_user=f"{LIMIT}/d")
         failures = _right_password_refused_while_limited_and_accepted_after_the_window(short)

@@ -115,15 +115,7 @@ def test_dashboard_in_a_browser_shows_the_fleet_and_its_controls_act_on_the_api(
             pytrace=False,
         )
     with Deployment("dash-browser", PORT_BASE, tmp_path) as deployment:
-        run_manage(
-            "createsuperuser",
-            "--noinput",
-            "--username",
-            ADMIN,
-            "--email",
-            f"{ADMIN}@example.com",
-            env={**deployment.env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD},
-        )
+        deployment.superuser_create(ADMIN, ADMIN_PASSWORD)
         enrolled = run_manage("staff_otp", "enroll", ADMIN, "--no-qr", env=deployment.env)
         otp_key = key_from_uri(uri_in(enrolled))
         deployment.wait_replica_caught_up()  # the replica knows the superuser: the page works with the primary down

@@ -3,43 +3,25 @@ last_login is best-effort); a change they try to save answers 503 instead of fai
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import requests
 
-from tests.system.dbfailover import REQUEST_TIMEOUT, Deployment, assert_no_server_errors, run_manage
+from tests.system.dbfailover import REQUEST_TIMEOUT, Deployment, assert_no_server_errors, csrf_token
 
 pytestmark = pytest.mark.system
 PASSWORD = "staff password that is long enough"
 
 
-def _csrf(session: requests.Session, url: str) -> str:
-    page = session.get(url, timeout=REQUEST_TIMEOUT)
-    assert page.status_code == 200, page.text[:500]
-    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
-    assert match, "no CSRF token on the page"
-    return match.group(1)
-
-
 def test_admin_login_and_browsing_work_while_the_primary_is_down(tmp_path) -> None:
     with Deployment("fo-admin", 62480, tmp_path) as deployment:
-        run_manage(
-            "createsuperuser",
-            "--noinput",
-            "--username",
-            "boss",
-            "--email",
-            "boss@example.com",
-            env={**deployment.env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD},
-        )
+        deployment.superuser_create("boss", PASSWORD)
         deployment.wait_replica_caught_up()
         server = deployment.serve()
         deployment.stack.kill("primary")
 
         staff = requests.Session()
         login_url = f"{server.url}/admin/login/?next=/admin/"
-        token = _csrf(staff, login_url)
+        token = csrf_token(staff, login_url)
         logged_in = staff.post(
             login_url,
             data={"csrfmiddlewaretoken": token, "username": "boss", "password": PASSWORD, "next": "/admin/"},
@@ -58,7 +40,7 @@ def test_admin_login_and_browsing_work_while_the_primary_is_down(tmp_path) -> No
         assert 'data-area="database" data-status="warn"' in dashboard.text
 
         add_url = f"{server.url}/admin/shop/category/add/"
-        token = _csrf(staff, add_url)
+        token = csrf_token(staff, add_url)
         saved = staff.post(
             add_url,
             data={"csrfmiddlewaretoken": token, "name": "Outage", "slug": "outage", "description": ""},

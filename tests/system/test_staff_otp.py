@@ -20,7 +20,7 @@ import requests
 from tests.helpers import poll
 from tests.second_factor import code_for, key_from_uri, uri_in
 from tests.system.conftest import Gunicorn
-from tests.system.dbfailover import REQUEST_TIMEOUT, Deployment, full_log, run_manage
+from tests.system.dbfailover import REQUEST_TIMEOUT, Deployment, csrf_token, full_log, run_manage
 
 pytestmark = pytest.mark.system
 
@@ -35,19 +35,11 @@ oncall.user_permissions.add(Permission.objects.get(codename="operate_controls"))
 """
 
 
-def _csrf(session: requests.Session, url: str) -> str:
-    page = session.get(url, timeout=REQUEST_TIMEOUT)
-    assert page.status_code == 200, page.text[:500]
-    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
-    assert match, "no CSRF token on the page"
-    return match.group(1)
-
-
 def _login(base_url: str, username: str, code: str = "") -> tuple[requests.Session, requests.Response]:
     """A fresh browser (new connection: either worker) logging in; the final page after redirects."""
     session = requests.Session()
     url = f"{base_url}/admin/login/?next={DASHBOARD}"
-    token = _csrf(session, url)
+    token = csrf_token(session, url)
     response = session.post(
         url,
         data={
@@ -74,7 +66,7 @@ def _refused(response: requests.Response, text: str) -> bool:
 def _control(base_url: str, session: requests.Session) -> requests.Response:
     """The dashboard's "retry now" on the payment breaker (not dangerous: no confirmation page)."""
     url = f"{base_url}{DASHBOARD}"
-    token = _csrf(session, url)
+    token = csrf_token(session, url)
     return session.post(
         f"{url}control/",
         data={

@@ -16,7 +16,13 @@ import pytest
 import requests
 
 from tests.system.conftest import Gunicorn
-from tests.system.dbfailover import REQUEST_TIMEOUT, Deployment, assert_no_server_errors, full_log, run_manage
+from tests.system.dbfailover import (
+    REQUEST_TIMEOUT,
+    Deployment,
+    assert_no_server_errors,
+    csrf_token,
+    full_log,
+)
 
 pytestmark = pytest.mark.system
 PASSWORD = "staff password that is long enough"
@@ -24,18 +30,10 @@ REFUSED_WITHIN = 2.0  # seconds from the logout's response to every worker refus
 MAX_TRIES = 40  # copied-cookie requests until both workers have answered
 
 
-def _csrf(session: requests.Session, url: str) -> str:
-    page = session.get(url, timeout=REQUEST_TIMEOUT)
-    assert page.status_code == 200, page.text[:500]
-    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
-    assert match, "no CSRF token on the page"
-    return match.group(1)
-
-
 def _log_in(server: Gunicorn) -> requests.Session:
     browser = requests.Session()
     login_url = f"{server.url}/admin/login/?next=/admin/"
-    token = _csrf(browser, login_url)
+    token = csrf_token(browser, login_url)
     page = browser.post(
         login_url,
         data={"csrfmiddlewaretoken": token, "username": "boss", "password": PASSWORD, "next": "/admin/"},
@@ -47,7 +45,7 @@ def _log_in(server: Gunicorn) -> requests.Session:
 
 
 def _log_out(server: Gunicorn, browser: requests.Session) -> None:
-    token = _csrf(browser, f"{server.url}/admin/")  # the logout form in the admin's header
+    token = csrf_token(browser, f"{server.url}/admin/")  # the logout form in the admin's header
     page = browser.post(
         f"{server.url}/admin/logout/",
         data={"csrfmiddlewaretoken": token},
@@ -106,15 +104,7 @@ def _copied_cookie_refused_after_logout(server: Gunicorn) -> float:
 
 def test_a_copied_admin_cookie_is_refused_after_logout_by_every_worker_also_with_the_primary_down(tmp_path) -> None:
     with Deployment("staff-ses", 62790, tmp_path) as deployment:
-        run_manage(
-            "createsuperuser",
-            "--noinput",
-            "--username",
-            "boss",
-            "--email",
-            "boss@example.com",
-            env={**deployment.env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD},
-        )
+        deployment.superuser_create("boss", PASSWORD)
         deployment.wait_replica_caught_up()
         server = deployment.serve()
 
