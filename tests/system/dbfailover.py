@@ -124,7 +124,10 @@ class Deployment:
     # ---- the database, seen from outside the app -------------------------------------------------------------
 
     def wait_replica_caught_up(self, timeout: float = 20) -> None:
-        target = self.stack.psql("primary", "SELECT pg_current_wal_lsn()")
+        # The insert position, not pg_current_wal_lsn() (the write position): the stack commits asynchronously, so
+        # a commit can sit in the WAL buffers past the write position; a kill then loses it while the replica
+        # looks caught up.
+        target = self.stack.psql("primary", "SELECT pg_current_wal_insert_lsn()")
 
         def replayed() -> bool:
             return self.stack.psql("replica", f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn") == "t"
