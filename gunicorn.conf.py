@@ -18,6 +18,7 @@ try:
     _port, _workers = _config.port, _config.web_concurrency
 except ConfigError:
     _config, _port, _workers = None, 8000, 1
+_threads = _config.serving.threads if _config is not None else 8
 # One metrics directory shared by the workers (PROMETHEUS_MULTIPROC_DIR), set before they import prometheus_client.
 metrics_multiprocess.multiprocess_dir_prepare(_config, server=True)
 # One logging set-up for gunicorn and Django: the master's and workers' records (gunicorn.error, gunicorn.access)
@@ -66,7 +67,10 @@ wsgi_app = "settings.wsgi:application"
 bind = [f"127.0.0.1:{_port}"]
 workers = _workers
 worker_class = "gthread"
-threads = 4
+# WEB_THREADS: every traffic class's bulkhead but ops's stays below it, so each worker keeps a thread for health
+# probes and scrapes (resilience/serving/bulkheads.py). Connections beyond the busy threads wait in gunicorn's
+# queue (up to `backlog` in the kernel before that), before Bulwark sees them.
+threads = _threads
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
@@ -126,4 +130,4 @@ _bound_request_parsing()
 control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s class=%({x-traffic-class}o)s'

@@ -56,10 +56,22 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("read_only_mode", 503, "Writes are refused for now (primary down or maintenance); reads work."),
     ErrorCode("dependency_unavailable", 503, "A service this request needs is down; retry after `Retry-After`."),
     ErrorCode(
+        "overloaded",
+        503,
+        "This traffic class is at its concurrency limit on this server (`X-Traffic-Class` names it); retry after "
+        "`Retry-After`.",
+    ),
+    ErrorCode(
         "outcome_unknown",
         503,
         "A write was cut off after it was sent (the database stopped answering): it may have committed. Read the "
         "resource again; a checkout retried with the same `Idempotency-Key` answers what happened.",
+    ),
+    ErrorCode(
+        "request_timeout",
+        504,
+        "The request ran out of its time budget; its database work was cut off and rolled back. Safe to retry a "
+        "read; retry a checkout with the same `Idempotency-Key`.",
     ),
 )
 CODES: dict[str, ErrorCode] = {entry.code: entry for entry in ERROR_CODES}

@@ -143,35 +143,39 @@ def _renderer_request(environ: WSGIEnvironment) -> HttpRequest:
     return request
 
 
+def wsgi_refuse(
+    environ: WSGIEnvironment, start_response: StartResponse, error: AppError, *, log: bool = True
+) -> list[bytes]:
+    """Answer ``error`` before Django as every Bulwark error is answered, with a request id (the client's if sane).
+
+    ``log=False`` for a refusal its caller logs in its own way (a flood of them would flood the log).
+    """
+    # Imported here, not at the top: the renderer reads Django's settings when it is imported, and this module is
+    # imported before they are set up (``settings/wsgi.py``).
+    from core.api.responses import error_response
+
+    def render(request: HttpRequest) -> HttpResponse:
+        if log:  # inside RequestIdMiddleware, so this line carries the request id, as the response does
+            logger.warning("Refused before Django: %s %s: %s", error.http_status, error.code, error.message)
+        return error_response(request, error)
+
+    response = RequestIdMiddleware(render)(_renderer_request(environ))
+    body = response.content
+    headers = list(response.items())
+    if not response.has_header("Content-Length"):
+        headers.append(("Content-Length", str(len(body))))
+    start_response(f"{response.status_code} {response.reason_phrase}", headers)
+    return [body]
+
+
 class RequestLimitsMiddleware:
     """WSGI middleware: a request over the limits above is answered here, anything else goes to ``app``."""
 
     def __init__(self, app: WSGIApplication) -> None:
-        # Imported here, not at the top: the renderer reads Django's settings when it is imported, and this
-        # module is imported before they are set up (``settings/wsgi.py``).
-        from core.api.responses import error_response
-
         self.app = app
-        self._error_response = error_response
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         error = request_error(environ)
         if error is None:
             return self.app(environ, start_response)
-        return self.refuse(environ, start_response, error)
-
-    def refuse(self, environ: WSGIEnvironment, start_response: StartResponse, error: AppError) -> list[bytes]:
-        """Answer ``error`` as every Bulwark error is answered, with a request id (the client's if sane)."""
-
-        def render(request: HttpRequest) -> HttpResponse:
-            # Inside RequestIdMiddleware, so this line carries the request id, as the response does.
-            logger.warning("Refused before Django: %s %s: %s", error.http_status, error.code, error.message)
-            return self._error_response(request, error)
-
-        response = RequestIdMiddleware(render)(_renderer_request(environ))
-        body = response.content
-        headers = list(response.items())
-        if not response.has_header("Content-Length"):
-            headers.append(("Content-Length", str(len(body))))
-        start_response(f"{response.status_code} {response.reason_phrase}", headers)
-        return [body]
+        return wsgi_refuse(environ, start_response, error)

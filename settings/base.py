@@ -153,6 +153,9 @@ RATELIMIT_USE_CACHE = "default"
 RATELIMIT_RATES = CONFIG.ratelimit_rates  # scope -> (requests, seconds), None = off
 RATELIMIT_TRUSTED_PROXY_COUNT = CONFIG.trusted_proxy_count
 RATELIMIT_WORKERS = CONFIG.web_concurrency  # in memory mode each worker allows ceil(limit / workers)
+# Bulkheads per traffic class in each worker (resilience/serving); False only for the undivided pool a benchmark
+# compares with: requests are still classified and counted, never refused for concurrency.
+SERVING_BULKHEADS = True
 SILENCED_SYSTEM_CHECKS = [
     # "cache backend resilience.cache.FallbackCache is not officially supported": it is Redis (django-redis,
     # which django-ratelimit supports) with a memory fallback it cannot know about; its E003 still guards

@@ -22,6 +22,7 @@ from resilience.config.env import BulwarkEnv, Dotenv, dotenv_read
 from resilience.config.ratelimit import Rate, read_rates
 from resilience.config.reader import EnvReader, Finding
 from resilience.config.schema import SCHEMA
+from resilience.config.serving import ServingConfig, read_serving
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEVELOPMENT_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
@@ -84,6 +85,7 @@ class Config:
     redis_connect_timeout_ms: int
     redis_socket_timeout_ms: int
     web_concurrency: int
+    serving: ServingConfig
     port: int
     log_level: str
     log_dir: str | None
@@ -314,6 +316,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         redis_connect_timeout_ms=reader.integer("REDIS_CONNECT_TIMEOUT_MS", minimum=10, maximum=10_000),
         redis_socket_timeout_ms=reader.integer("REDIS_SOCKET_TIMEOUT_MS", minimum=10, maximum=10_000),
         web_concurrency=reader.integer("WEB_CONCURRENCY", minimum=1, maximum=128),
+        serving=read_serving(reader),
         port=reader.integer("PORT", minimum=1, maximum=65535),
         log_level=reader.choice("LOG_LEVEL")[0],
         log_dir=reader.text("LOG_DIR"),

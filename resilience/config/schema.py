@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["str", "secret", "url", "int", "bool", "duration", "list", "choice", "rate"]
+Kind = Literal["str", "secret", "url", "int", "bool", "duration", "list", "choice", "rate", "size"]
 Level = Literal["required", "recommended", "optional"]
 
 # The seed's eight areas, in the order /health and validate_env show them.
@@ -52,6 +52,50 @@ class Var:
 
 def _secret(name: str, level: Level, area: str, help: str) -> Var:
     return Var(name, "secret", level, area, help, secret=True)
+
+
+# Per traffic class (resilience/serving/classes.py): limit in flight per worker, time budget, body size limit.
+_SERVING_DEFAULTS = {
+    "catalog": ("4", "5s", "16k"),
+    "auth": ("3", "5s", "16k"),
+    "checkout": ("3", "15s", "64k"),
+    "admin": ("2", "30s", "2m"),
+    "ops": ("2", "3s", "1k"),
+}
+
+
+def _serving_vars() -> tuple[Var, ...]:
+    found: list[Var] = []
+    for name, (limit, budget, body) in _SERVING_DEFAULTS.items():
+        upper = name.upper()
+        found += [
+            Var(
+                f"SERVING_LIMIT_{upper}",
+                "int",
+                "optional",
+                "serving",
+                f"{name} requests in flight per worker; more are answered 503 overloaded at once.",
+                default=limit,
+            ),
+            Var(
+                f"SERVING_BUDGET_{upper}",
+                "duration",
+                "optional",
+                "serving",
+                f"Time budget of a {name} request: its database statements and outgoing calls are cut off at it "
+                "(504 request_timeout).",
+                default=budget,
+            ),
+            Var(
+                f"SERVING_MAX_BODY_{upper}",
+                "size",
+                "optional",
+                "serving",
+                f"Largest {name} request body (bytes, or k/m); larger is 413 request_too_large.",
+                default=body,
+            ),
+        ]
+    return tuple(found)
 
 
 SCHEMA: tuple[Var, ...] = (
@@ -354,6 +398,24 @@ SCHEMA: tuple[Var, ...] = (
     ),
     Var("WEB_CONCURRENCY", "int", "optional", "serving", "gunicorn worker processes.", default="2"),
     Var("PORT", "int", "optional", "serving", "Port gunicorn listens on (127.0.0.1).", default="8000"),
+    Var(
+        "WEB_THREADS",
+        "int",
+        "optional",
+        "serving",
+        "gunicorn threads per worker (2-64); every SERVING_LIMIT_<CLASS> but ops must stay below it.",
+        default="8",
+    ),
+    Var(
+        "SERVING_POOL",
+        "choice",
+        "optional",
+        "serving",
+        "Serve one traffic class only (with ops): catalog, auth, checkout or admin; other paths answer 404. "
+        "Unset: every class.",
+        choices=("catalog", "auth", "checkout", "admin", "ops"),
+    ),
+    *_serving_vars(),
     Var(
         "LOG_DIR",
         "str",

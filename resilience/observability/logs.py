@@ -56,6 +56,7 @@ from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
 from core.request_id import RequestIdLogFilter
 from resilience.observability.redaction import RedactionFilter, redact_text, redact_value, secrets_register
+from resilience.serving.context import current_traffic_class
 
 QUEUE_SIZE = 10_000
 FILE_NAME = "bulwark.log"
@@ -157,10 +158,13 @@ class _Encoder(JsonEncoder):
 
 
 class RequestContextFilter(RequestIdLogFilter):
-    """Adds ``request_id`` (``-`` outside a request) and ``user_id`` (None unless a user is known)."""
+    """Adds ``request_id`` (``-`` outside a request), ``user_id`` (None unless a user is known) and
+    ``traffic_class`` (None outside a request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         super().filter(record)
+        if not hasattr(record, "traffic_class"):
+            record.traffic_class = current_traffic_class.get()
         if not hasattr(record, "user_id"):
             record.user_id = _user_id(getattr(record, "request", None) or _current_request.get())
         return True
