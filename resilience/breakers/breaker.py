@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
+from resilience.breakers.exceptions import CallCutShort
+
 T = TypeVar("T")
 
 
@@ -184,6 +186,9 @@ class CircuitBreaker:
         permit = self._acquire()
         try:
             yield
+        except CallCutShort:  # the caller ran out of time: says nothing about the dependency
+            self._release(permit)
+            raise
         except Exception as exc:
             self._record(permit, Outcome.EXCLUDED if self._is_excluded(exc) else Outcome.FAILURE, exc)
             raise

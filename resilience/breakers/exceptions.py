@@ -33,6 +33,15 @@ class ExternalTimeout(ExternalServiceUnavailable):
     pass
 
 
+class CallCutShort(Exception):
+    """The caller's time budget cut the call short, or it was not made: says nothing about the service (a breaker
+    counts it neither way)."""
+
+
+class ExternalBudgetSpent(ExternalTimeout, CallCutShort):
+    """The request's time budget ran out before the service answered (or before the call was made)."""
+
+
 class ExternalConnectionError(ExternalServiceUnavailable):
     pass
 

@@ -7,6 +7,7 @@ from django.db import DatabaseError
 
 from core.exceptions import AppError, DependencyUnavailableError
 from resilience.observability.metrics import read_only_rejected
+from resilience.serving.exceptions import RequestTimeoutError
 
 RETRY_AFTER_SECONDS = 5
 MAINTENANCE_MESSAGE = "The shop is in maintenance (read-only) mode; reading works, writing does not."
@@ -39,6 +40,13 @@ class OutcomeUnknownError(AppError, DatabaseError):
 
     def __init__(self) -> None:
         super().__init__(headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+class StatementBudgetError(RequestTimeoutError, DatabaseError):
+    """A statement was cancelled (or not sent) because the request's time budget ran out: 504 request_timeout.
+
+    A DatabaseError too, so best-effort bookkeeping that catches DatabaseError also catches it, and the database
+    middleware renders it for a non-DRF view (the admin), as it renders ReadOnlyModeError."""
 
 
 class DatabaseUnavailableError(DependencyUnavailableError):

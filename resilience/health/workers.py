@@ -49,6 +49,7 @@ from resilience.cache import FallbackCache, cache_state
 from resilience.cache.circuit import REDIS_FAILURES
 from resilience.controls.state import ratelimit_force_memory, switches
 from resilience.db.nodes import registry
+from resilience.serving.bulkheads import worker_bulkheads
 
 logger = logging.getLogger("resilience.health")
 
@@ -120,6 +121,8 @@ def worker_snapshot() -> dict[str, Any]:
         "cache": cache_state(CACHE_ALIAS),
         "controls": switches(),
         "monitor": nodes.probing,
+        "serving": worker_bulkheads().snapshot(),
+        "pool": settings.BULWARK_CONFIG.serving.pool,
     }
 
 

@@ -7,10 +7,10 @@ Two phases when the work has a part that must not run inside a database transact
 2. After the commit, outside any transaction: ``finish(status, body)`` returns the final response (e.g. the
    order after its payment was collected), which is stored (``complete=True``) and sent.
 
-A retry that finds a record not yet complete waits for it (polling, up to ``finish_wait`` seconds) and
-replays the final response, so every replay is the response the first client got. If the first request
-never completes it (its process died mid-way, or the database went away before the final write), the
-retry replays the provisional response after ``finish_wait``: it is still true (the work committed).
+A retry that finds a record not yet complete waits for it (polling, up to ``finish_wait`` seconds and never past
+the request's time budget) and replays the final response, so every replay is the response the first client got.
+If the first request never completes it (its process died mid-way, or the database went away before the final
+write), the retry replays the provisional response after ``finish_wait``: it is still true (the work committed).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from django.utils import timezone
 from resilience.idempotency.exceptions import IdempotencyKeyMismatchError
 from resilience.idempotency.models import IdempotencyRecord
 from resilience.observability.metrics import idempotent_replayed
+from resilience.serving.budget import budget_remaining
 
 logger = logging.getLogger("resilience.idempotency")
 
@@ -116,6 +117,9 @@ def _complete(record_pk: int, status: int, body: Any) -> None:
 
 
 def _wait_for(record_pk: int, finish_wait: float) -> IdempotentResponse:
+    budget = budget_remaining()  # the request's time budget: it replays the provisional response in time
+    if budget is not None:
+        finish_wait = min(finish_wait, max(0.0, budget - POLL_SECONDS))
     deadline = time.monotonic() + finish_wait
     while True:
         record = IdempotencyRecord.objects.get(pk=record_pk)

@@ -66,10 +66,10 @@ def budget_remaining() -> float | None:
     return None if budget is None else budget.remaining()
 
 
-def budget_cut() -> RequestTimeoutError:
+def budget_cut(error_class: type[RequestTimeoutError] = RequestTimeoutError) -> RequestTimeoutError:
     """Mark the budget as cut (once) and return the error to raise; counted for the class's bulkhead stats."""
     budget = _current.get()
     if budget is not None and not budget.cut:
         budget.cut = True
         worker_bulkheads().timed_out(budget.traffic_class)
-    return RequestTimeoutError.for_budget(budget)
+    return error_class.for_budget(budget)

@@ -9,6 +9,11 @@
 - COMMIT and ROLLBACK run under the same deadline (they too wait forever on a hung node). A write that fails
   after it reached the primary -- its COMMIT, or a statement in autocommit -- may have committed: the request
   is told so (``503 outcome_unknown``), never "nothing was written".
+- A request's time budget (:mod:`resilience.serving.budget`) also bounds each statement: at the budget the
+  statement is cancelled with a PostgreSQL cancel request (sent from a small thread pool, never the watchdog's
+  thread), the node is not blamed and the connection stays usable, and the request answers ``504
+  request_timeout``; a statement that would start with the budget spent is not sent. COMMIT and ROLLBACK are
+  never cut by the budget (a cut COMMIT would leave the outcome unknown), only by the node deadline.
 - SQLSTATE 25006 (read-only transaction) on the primary alias means the node was demoted: the
   connection is discarded (the request is retried once by the middleware).
 - A connection opened before its node's last outage that fails its health check is stale, not news: it is
@@ -18,9 +23,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -29,9 +37,10 @@ from django.db.backends.postgresql import base as postgresql
 
 from resilience.db import context
 from resilience.db.backend.connect import PsycopgWithDeadline, connect_deadline
-from resilience.db.exceptions import NodeDownError
+from resilience.db.exceptions import NodeDownError, StatementBudgetError
 from resilience.db.nodes import PRIMARY, registry
 from resilience.db.watchdog import watchdog
+from resilience.serving.budget import budget_cut, budget_remaining
 
 logger = logging.getLogger("resilience.db")
 
@@ -42,6 +51,49 @@ READ_ONLY_SQL_TRANSACTION = "25006"
 # wrote nothing, and cut off in autocommit they leave no doubt about what was written.
 _READING_STATEMENTS = ("SELECT", "SHOW", "SET", "EXPLAIN", "VALUES", "SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN")
 QUERY_CANCELED = "57014"
+
+
+CANCEL_TIMEOUT = 1.0  # seconds a cancel request may take (a hung node: the node deadline still cuts the socket)
+
+
+@dataclass
+class _BudgetGuard:
+    """One statement under the request's budget: ``fired`` once its cancel was asked for."""
+
+    connection: Any  # the psycopg connection
+    label: str
+    active: bool = True
+    fired: bool = False
+
+
+class _Canceller:
+    """Sends cancel requests off the watchdog's thread (a cancel opens a connection: it may take a while)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def budget_spent(self, guard: _BudgetGuard) -> None:  # on the watchdog's thread: hand over, never block it
+        if not guard.active:
+            return
+        guard.fired = True
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="db-budget-cancel")
+            pool = self._pool
+        pool.submit(self._cancel, guard)
+
+    @staticmethod
+    def _cancel(guard: _BudgetGuard) -> None:
+        if not guard.active:
+            return  # the statement ended meanwhile: a cancel now could hit the next one
+        try:
+            guard.connection.cancel_safe(timeout=CANCEL_TIMEOUT)
+        except psycopg.Error as exc:
+            logger.warning("could not cancel a statement on %s at its request's budget: %s", guard.label, exc)
+
+
+_canceller = _Canceller()
 
 
 def _reads_only(sql: str) -> bool:
@@ -138,10 +190,16 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         commits_itself = writes and self.get_autocommit()
         state = context.current()
         rerunnable = state is not None and state.safe_method and not state.wrote and not writes
-        with self._deadline(rerunnable=rerunnable) as ticket:
+        budget = budget_remaining()
+        if budget is not None and budget <= 0:
+            raise budget_cut(StatementBudgetError)  # not sent: nothing of it reached the node
+        with self._deadline(rerunnable=rerunnable) as ticket, self._budget(budget) as guard:
             try:
                 return execute(sql, params, many, ctx)
             except DjangoDatabaseError as exc:
+                if guard is not None and guard.fired and _sqlstate(exc) == QUERY_CANCELED:
+                    # Cancelled at the budget: the node is fine (it obeyed the cancel), the request is out of time.
+                    raise budget_cut(StatementBudgetError) from exc
                 if ticket is not None and watchdog.hedged(ticket):
                     # Cut off because the node is suspect (its probe overdue), not found dead: the middleware runs
                     # the request again elsewhere; the probe, not this read, decides whether the node is down.
@@ -185,6 +243,21 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         finally:
             if ticket is not None:
                 watchdog.disarm(ticket)
+
+    @contextmanager
+    def _budget(self, budget: float | None) -> Iterator[_BudgetGuard | None]:
+        """Cancel this statement when the request's budget runs out before the node deadline would cut it."""
+        connection = self.connection
+        if budget is None or budget >= self.query_deadline or connection is None or connection.closed:
+            yield None
+            return
+        guard = _BudgetGuard(connection, self.alias)
+        ticket = watchdog.call_after(budget, lambda: _canceller.budget_spent(guard), f"{self.alias} (budget)")
+        try:
+            yield guard
+        finally:
+            guard.active = False
+            watchdog.disarm(ticket)
 
     def _query_failed(self, exc: DjangoDatabaseError) -> bool:
         """Record what a failed query says about its node; True when the connection failed (not the query)."""

@@ -226,3 +226,20 @@ def test_the_operate_permission_with_a_verified_second_factor_unlocks_the_contro
     response = _post(client, action="switch", target=READ_ONLY, value="on", confirmed="on")
     assert any("done" in message for message in _messages(response))
     assert OperatorControl.objects.get(key=READ_ONLY).enabled
+
+
+def test_it_shows_each_traffic_class_with_its_limit_and_what_is_in_flight(operator_client):
+    from resilience.serving.bulkheads import worker_bulkheads
+
+    permit = worker_bulkheads().enter("checkout")
+    try:
+        body = operator_client.get(DASHBOARD).content.decode()
+        state = operator_client.get(DASHBOARD + "state.json").json()
+    finally:
+        permit.release()
+    for name in ("catalog", "auth", "checkout", "admin", "ops"):
+        assert f'data-traffic-class="{name}"' in body
+    rows = {row["name"]: row for row in state["traffic"]}
+    assert rows["checkout"]["in_flight"] >= 1  # this worker's own snapshot, taken while the permit was held
+    assert rows["catalog"]["limit"] == 4 and rows["catalog"]["budget"] == 5.0 and rows["catalog"]["max_body"] == "16k"
+    assert state["bulkheads_off"] == 0

@@ -28,6 +28,7 @@ from django.core.management import CommandError, call_command
 from resilience.db.nodes import PRIMARY, reset_registry
 from resilience.health.base import config_reports_clear
 from resilience.health.workers import _publish
+from resilience.serving.bulkheads import Bulkheads
 from tests.helpers import HEALTH_AREAS, dead, fresh_logging
 
 REPLICA = "replica_1"
@@ -69,8 +70,12 @@ def configure(settings, **changes: Any) -> None:
 
 def peers(count: int) -> None:
     """``count`` serving workers that have just published their snapshot (the command serves nothing itself)."""
+    serving = settings.BULWARK_CONFIG.serving
+    bulkheads = Bulkheads(serving.limits, serving.threads).snapshot()  # as a worker publishes them
     for n in range(count):
-        _publish({"id": f"spof-peer:{n}", "host": "spof-peer", "pid": n, "published_at": time.time()})
+        _publish(
+            {"id": f"spof-peer:{n}", "host": "spof-peer", "pid": n, "published_at": time.time(), "serving": bulkheads}
+        )
 
 
 def run(*args: str) -> tuple[str, CommandError | None]:
