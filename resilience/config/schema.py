@@ -82,7 +82,7 @@ def _serving_vars() -> tuple[Var, ...]:
                 "duration",
                 "optional",
                 "serving",
-                f"Time budget of a {name} request: its database statements and outgoing calls are cut off at it "
+                f"Time budget of each {name} request: its database statements and outgoing calls are cut off at it "
                 "(504 request_timeout).",
                 default=budget,
             ),
