@@ -1,11 +1,14 @@
 # Bulwark: the two commands (see README.md). Both work as root and as an ordinary user.
-.PHONY: run test stop bootstrap lint
+.PHONY: run serve test stop bootstrap lint
 
 bootstrap:
 	@bash scripts/bootstrap.sh
 
 run: bootstrap  ## start the local stack and serve on http://127.0.0.1:8000 (PORT honoured)
 	@bash scripts/run.sh
+
+serve: bootstrap  ## serve one traffic class's pool in the foreground: make serve POOL=catalog (port 8101; PORT honoured)
+	@POOL="$(POOL)" bash scripts/serve.sh
 
 test:  ## lint, then the whole suite against a throwaway stack (bootstrap also installs the suite's tools)
 	@BOOTSTRAP_TEST_TOOLS=1 bash scripts/bootstrap.sh

@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from django.http import HttpRequest, HttpResponse
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # a client's id kept as it is (HAProxy's rule too)
 current_request_id: ContextVar[str] = ContextVar("current_request_id", default="-")
 
 
@@ -34,7 +34,7 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         offered = request.headers.get(REQUEST_ID_HEADER, "")
-        request.request_id = offered if _SANE_ID.match(offered) else uuid.uuid4().hex  # type: ignore[attr-defined]
+        request.request_id = offered if SANE_REQUEST_ID.match(offered) else uuid.uuid4().hex  # type: ignore[attr-defined]
         token = current_request_id.set(request.request_id)  # type: ignore[attr-defined]
         try:
             response = self.get_response(request)

@@ -4,7 +4,8 @@ All the work happens in :class:`devstack.stack.Stack` (``kill``, ``hang``, ``res
 and ``delay`` in :mod:`devstack.faults`, which it inherits). Progress notes go to stderr; machine-readable output
 (``env`` lines, also printed by ``up``; ``status``) goes to stdout, so ``eval "$(python -m devstack up)"``
 works. A :class:`~devstack.procs.DevstackError` is printed as one paragraph, without a traceback, with exit
-status 1. ``status`` exits 1 when any node is down.
+status 1. ``status`` exits 1 when any node is down. ``pools ...`` runs split gunicorn pools behind HAProxy against
+the stack (:mod:`devstack.pools`).
 """
 
 from __future__ import annotations
@@ -68,7 +69,40 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("promote", parents=[common], help="promote the replica to primary")
     d = sub.add_parser("delay", parents=[common], help="set recovery_min_apply_delay on the replica (0 removes it)")
     d.add_argument("seconds", type=float, metavar="SECONDS")
+    _add_pools_parser(sub, common)
     return parser
+
+
+def _add_pools_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """``pools ACTION``: split gunicorn pools per traffic class behind HAProxy (:mod:`devstack.pools`)."""
+    pools = sub.add_parser(
+        "pools",
+        parents=[common],
+        help="gunicorn pools per traffic class behind HAProxy, against this stack (up/down/status/kill/start)",
+        description="Split pools: SERVING_POOL=<class> gunicorn members behind one HAProxy, on loopback.",
+    )
+    actions = pools.add_subparsers(dest="pools_command", required=True, metavar="ACTION")
+    up = actions.add_parser("up", parents=[common], help="start the members and haproxy; wait until all are UP")
+    up.add_argument("--members", type=int, default=2, metavar="N", help="members per pool, 1-9 (default: 2)")
+    up.add_argument(
+        "--classes",
+        default=None,
+        metavar="LIST",
+        help="pools, CLASS or CLASS:N, comma-separated (default: every class but ops, whose requests every member "
+        "answers unless ops gets a pool of its own)",
+    )
+    up.add_argument("--port", type=int, default=8000, metavar="P", help="HAProxy's port (default: 8000)")
+    up.add_argument("--base-port", type=int, default=None, metavar="Q", help="stats on Q, members from Q+1 (P+100)")
+    up.add_argument("--workers", type=int, default=1, metavar="W", help="WEB_CONCURRENCY of each member (default: 1)")
+    actions.add_parser("down", parents=[common], help="stop every member and haproxy (SIGTERM, then SIGKILL)")
+    st = actions.add_parser("status", parents=[common], help="each process and its health; exit 1 if one is down")
+    st.add_argument("--json", action="store_true", help="print the status as JSON")
+    for action, text in (
+        ("kill", "SIGKILL a member (catalog-2), a whole pool (catalog) or haproxy, with its process group: a crash"),
+        ("start", "start what TARGET names that is not running; wait until HAProxy reports it UP"),
+    ):
+        p = actions.add_parser(action, parents=[common], help=text)
+        p.add_argument("target", metavar="TARGET", help="a member (catalog-2), a pool (catalog) or haproxy")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             stack.promote()
         elif cmd == "delay":
             stack.set_apply_delay(args.seconds)
+        elif cmd == "pools":
+            from . import pools  # imports resilience (the renderer): only for this command
+
+            return pools.main(stack, args)
         elif cmd == "slow":
             stack.slow(args.node, args.duty, args.period)
         elif cmd == "stop" and args.node is None:

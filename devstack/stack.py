@@ -139,7 +139,11 @@ SELECT 'CREATE DATABASE {APP_DB} OWNER {APP_USER}' WHERE NOT EXISTS
         self._pg_node(node).psql(self._ports(state)[node], sql, dbname="postgres")
 
     def down(self) -> None:
-        """Resume hung nodes, stop everything, remove all data, logs and state of this stack."""
+        """Resume hung nodes, stop everything (the split pools first), remove all data, logs and state of this stack."""
+        if (self.state_dir / "pools" / "pools.json").exists():
+            from .pools import Pools  # pools import this module
+
+            Pools(self).down()  # its servers would be left running against a stack that is gone
         with self._locked():
             state = self._load_state()
             if not self.run_dir.exists() and not self.state_dir.exists():
