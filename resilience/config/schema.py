@@ -411,7 +411,7 @@ SCHEMA: tuple[Var, ...] = (
         "choice",
         "optional",
         "serving",
-        "Serve one traffic class only (with ops): catalog, auth, checkout or admin; other paths answer 404. "
+        "Serve one traffic class only (with ops): catalog, auth, checkout, admin or ops; other paths answer 404. "
         "Unset: every class.",
         choices=("catalog", "auth", "checkout", "admin", "ops"),
     ),

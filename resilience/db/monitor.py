@@ -128,7 +128,9 @@ class NodeMonitor:
     def _tidy_task_connections(self) -> None:
         """The tasks use Django's connections on this thread, which no request end closes: close those a failure
         broke, and all of them after any node changed state (one opened before a restart fails its first query,
-        which would mark the node that just came back down again)."""
+        which would mark the node that just came back down again). The others are health-checked again before
+        this round's first query, as a request's are: one the server ended meanwhile (an idle timeout, this process
+        frozen) is replaced without marking its node down (resilience/db/backend/base.py)."""
         generation = tuple(
             (alias, state["reachable"], state["changed_at"]) for alias, state in self.nodes.snapshot().items()
         )
@@ -137,6 +139,8 @@ class NodeMonitor:
             raw = conn.connection
             if raw is not None and (changed or raw.closed or raw.broken):
                 conn.close()
+            else:
+                conn.health_check_done = False
 
     @staticmethod
     def _run_tasks(tasks: list[Callable[[], None]]) -> None:
@@ -152,10 +156,13 @@ class NodeMonitor:
             self._probe(alias)
         self._refresh_controls()
 
-    def _connection(self, alias: str, purpose: str) -> psycopg.Connection:
+    def _connection(self, alias: str, purpose: str, *, fresh: bool = False) -> psycopg.Connection:
         key = (purpose, alias)
         with self._connections_lock:
             conn = self._connections.get(key)
+        if fresh and conn is not None:
+            self._drop(alias, purpose)
+            conn = None
         if conn is None or conn.closed or conn.broken:
             params = connections[alias].get_connection_params()
             token = connect_deadline.set(self.deadline)  # a hung node: given up on in the probe's time, not 2 s
@@ -168,13 +175,33 @@ class NodeMonitor:
         return conn
 
     def _query(self, alias: str, sql: str, purpose: str = "probe") -> list[tuple[Any, ...]]:
+        """Run ``sql`` on the node. An error on a connection kept from earlier that is not a timeout says the
+        connection is gone (a server-side idle timeout, a restart of a proxy, a long freeze of this process), not
+        yet the node: the query runs once more at once on a new connection, whose failure does say it. A dead
+        node refuses that at once and a hung one already timed out, so neither is found any later."""
+        started = time.monotonic()
+        reused = self._has_connection(alias, purpose)
+        try:
+            return self._query_once(alias, sql, purpose)
+        except psycopg.Error:
+            if not reused or time.monotonic() - started >= self.deadline:
+                raise
+            logger.info("the %s connection to %s was gone; asking on a new one", purpose, alias)
+            return self._query_once(alias, sql, purpose, fresh=True)
+
+    def _has_connection(self, alias: str, purpose: str) -> bool:
+        with self._connections_lock:
+            conn = self._connections.get((purpose, alias))
+        return conn is not None and not conn.closed and not conn.broken
+
+    def _query_once(self, alias: str, sql: str, purpose: str, *, fresh: bool = False) -> list[tuple[Any, ...]]:
         # Overdue probe = suspect node: this worker's safe reads on it are hedged off (re-run elsewhere) at once.
         suspect_after = self.nodes.policy.suspect_after
         timer = None
         if purpose == "probe" and suspect_after is not None:
             timer = watchdog.call_after(suspect_after, lambda: self._suspected(alias), f"{alias} (suspect)")
         try:
-            conn = self._connection(alias, purpose)
+            conn = self._connection(alias, purpose, fresh=fresh)
             ticket = watchdog.arm(conn.pgconn.socket, self.deadline, f"{alias} ({purpose})", port=conn.info.port)
             try:
                 return conn.execute(sql).fetchall()
@@ -204,6 +231,7 @@ class NodeMonitor:
     def _probe(self, alias: str) -> None:
         self.nodes.probe_begun(alias)
         started = time.monotonic()
+        freezes = watchdog.freezes
         try:
             if alias == PRIMARY:
                 in_recovery, lsn = self._query(alias, PRIMARY_PROBE)[0]
@@ -218,11 +246,11 @@ class NodeMonitor:
                     lag_seconds=0.0,
                     lag_bytes=0,
                     replay_lsn=self.primary_lsn,
-                    latency=time.monotonic() - started,
+                    latency=self._latency(started, freezes),
                 )
             else:
                 in_recovery, replay, received, lag_seconds = self._query(alias, REPLICA_PROBE)[0]
-                latency = time.monotonic() - started
+                latency = self._latency(started, freezes)
                 replay_lsn = lsn_to_int(replay)
                 reference = self.primary_lsn or lsn_to_int(received)
                 lag_bytes = max(0, reference - replay_lsn) if reference is not None and replay_lsn is not None else None
@@ -243,6 +271,11 @@ class NodeMonitor:
         finally:
             self.nodes.probe_ended(alias)
             self.probes += 1
+
+    @staticmethod
+    def _latency(started: float, freezes: int) -> float | None:
+        """The probe's round trip; None when this process was frozen meanwhile (the freeze is not the node's)."""
+        return None if watchdog.freezes != freezes else time.monotonic() - started
 
     def _refresh_controls(self) -> None:
         """The switches from the primary, else from a replica: obeyed even while the primary is down."""

@@ -4,10 +4,17 @@ Against a hung PostgreSQL (the whole postmaster family stopped) a query on an op
 forever: TCP keepalives never fire because the kernel still acknowledges. Shutting the connection's
 socket down makes psycopg raise OperationalError at once, which the backend treats as the node failing.
 One thread for the whole process; arming and disarming a deadline is a heap push and a dict delete.
+
+A process that was frozen (an AWS Lambda environment between invocations, a SIGSTOP, a VM paused) finds its
+deadlines passed when it runs again, although the node never had the time to answer. So the watchdog notices
+when it wakes :data:`FREEZE_GAP` or more after a deadline -- its own thread did not run -- and gives each target
+due during the gap its whole time again, once, instead of cutting it (:attr:`QueryWatchdog.freezes` counts the
+gaps, for those that measure latency). A real hang still cuts: the watchdog itself keeps running on time then.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -20,6 +27,8 @@ from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
+FREEZE_GAP = 1.0  # seconds late: the process was not running (a freeze), not a node that failed to answer
+
 
 @dataclass(frozen=True)
 class _Target:
@@ -28,6 +37,8 @@ class _Target:
     port: int | None = None  # the server port the socket was connected to (see _shut: a reused fd is left alone)
     rerunnable: bool = False  # a read of a request that may run again elsewhere (see cut_rerunnable)
     callback: Callable[[], None] | None = None  # a timer: called at the deadline instead of cutting
+    seconds: float = 0.0  # the time it was given (given again, once, after a freeze)
+    extended: bool = False  # already given its time again after a freeze
 
 
 class QueryWatchdog:
@@ -38,13 +49,14 @@ class QueryWatchdog:
         self._hedged: set[int] = set()  # tickets cut off by cut_rerunnable (their node suspect, not down)
         self._tickets = itertools.count(1)
         self._thread: threading.Thread | None = None
+        self.freezes = 0  # grows with every freeze seen (a deadline due during it given its time again)
 
     def arm(self, fileno: int, seconds: float, label: str, *, port: int | None = None, rerunnable: bool = False) -> int:
-        return self._arm(seconds, _Target(fileno, label, port, rerunnable))
+        return self._arm(seconds, _Target(fileno, label, port, rerunnable, seconds=seconds))
 
     def call_after(self, seconds: float, callback: Callable[[], None], label: str) -> int:
         """Call ``callback`` on the watchdog's thread after ``seconds`` unless disarmed first (a probe overdue)."""
-        return self._arm(seconds, _Target(None, label, callback=callback))
+        return self._arm(seconds, _Target(None, label, callback=callback, seconds=seconds))
 
     def _arm(self, seconds: float, target: _Target) -> int:
         deadline = time.monotonic() + seconds
@@ -111,6 +123,12 @@ class QueryWatchdog:
                     continue
                 heapq.heappop(self._heap)
                 target = self._armed.pop(ticket, None)
+                if target is not None and -wait >= FREEZE_GAP and not target.extended:
+                    # Woken this late, the process was frozen: the node had no time to answer. Its time again.
+                    self.freezes += 1
+                    self._armed[ticket] = dataclasses.replace(target, extended=True)
+                    heapq.heappush(self._heap, (time.monotonic() + target.seconds, ticket))
+                    continue
             if target is None:
                 continue
             if target.callback is not None:

@@ -17,7 +17,10 @@
 - SQLSTATE 25006 (read-only transaction) on the primary alias means the node was demoted: the
   connection is discarded (the request is retried once by the middleware).
 - A connection opened before its node's last outage that fails its health check is stale, not news: it is
-  replaced without marking the node down again (else a node that came back flaps once per idle thread).
+  replaced without marking the node down again (else a node that came back flaps once per idle thread). So is
+  one whose health check fails at once (the server ended it while idle, or this process was frozen): the new
+  connection that replaces it says whether the node is down. Only a health check cut off at its deadline (a
+  hung node) marks the node down by itself.
 """
 
 from __future__ import annotations
@@ -166,6 +169,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             port=self.connection.info.port,
             rerunnable=rerunnable,
         )
+        started = time.monotonic()
         try:
             with self.connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
@@ -176,8 +180,13 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
                 # Opened before the node's last outage and found dead by this thread only now: stale, not news.
                 # Django reconnects; if the node is down again, that attempt marks it down.
                 logger.info("discarding a connection to %s opened before its last outage", self.alias)
+            elif time.monotonic() - started < self.health_check_deadline:
+                # Failed at once, not timed out: this connection is gone (the server ended it while idle, a proxy
+                # restarted, this process was frozen past an idle timeout). Whether the node is down is for the
+                # new connection Django opens next to say: a dead node refuses it at once and is marked down then.
+                logger.info("discarding a connection to %s that is gone: %s", self.alias, exc)
             else:
-                self._connection_failed(exc)
+                self._connection_failed(exc)  # cut off at the deadline: the node hangs
             return False
         finally:
             watchdog.disarm(ticket)

@@ -197,3 +197,35 @@ def test_monitor_start_runs_one_monitor_per_process_unless_turned_off(settings, 
         poll(lambda: registry().state(PRIMARY).probed_at is not None, timeout=10, interval=0.05)
     finally:
         started.stop()
+
+
+def test_a_probe_connection_ended_by_the_server_is_replaced_without_marking_the_node_down() -> None:
+    """A server-side idle timeout, a proxy restart or a long freeze of this process ends the monitor's kept
+    connection: the probe asks again on a new one, and the node stays up."""
+    registry_ = nodes()
+    monitor = NodeMonitor(registry_)
+    try:
+        monitor.probe_all()
+        kept = monitor._connections[("probe", PRIMARY)].info.backend_pid
+        query(PRIMARY, f"SELECT pg_terminate_backend({kept})")
+        monitor.probe_all()
+        assert registry_.state(PRIMARY).reachable, registry_.state(PRIMARY).last_error
+        assert monitor._connections[("probe", PRIMARY)].info.backend_pid != kept
+    finally:
+        monitor.close()
+
+
+def test_a_probe_refused_on_a_new_connection_still_marks_the_node_down_at_once() -> None:
+    registry_ = nodes()
+    monitor = NodeMonitor(registry_)
+    try:
+        monitor.probe_all()
+        kept = monitor._connections[("probe", PRIMARY)].info.backend_pid
+        query(PRIMARY, f"SELECT pg_terminate_backend({kept})")  # the kept connection fails: a new one is refused
+        with dead(PRIMARY):
+            started = time.monotonic()
+            monitor.probe_all()
+            assert not registry_.state(PRIMARY).reachable
+            assert time.monotonic() - started < 1.0
+    finally:
+        monitor.close()

@@ -125,3 +125,22 @@ def test_a_cut_leaves_alone_a_socket_that_now_leads_to_another_server() -> None:
             assert shut
         finally:
             client.close()
+
+
+def test_a_deadline_due_while_the_process_was_frozen_gets_its_time_again_once(session, caplog) -> None:
+    """The watchdog's own thread kept from running past a deadline (as a frozen Lambda environment is): the
+    query is given its whole time again instead of being cut at the thaw; a real hang is still cut after that."""
+    conn = session()
+    watchdog = QueryWatchdog()
+    started = time.monotonic()
+    ticket = watchdog.arm(conn.pgconn.socket, 0.3, "primary (test)")
+    with watchdog._lock:  # the watchdog's thread cannot run: frozen, from its point of view
+        time.sleep(1.5)
+    time.sleep(0.1)  # thawed: the deadline is 1.2 s past, yet nothing is cut
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert watchdog.freezes == 1 and "query deadline passed" not in caplog.text
+    with pytest.raises(psycopg.OperationalError):  # still hung after its second 0.3 s: cut
+        conn.execute(f"SELECT pg_sleep({SLEEP})")
+    watchdog.disarm(ticket)
+    assert time.monotonic() - started < 1.5 + 0.1 + 0.3 + 2.0
+    assert "query deadline passed on primary (test)" in caplog.text
