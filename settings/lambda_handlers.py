@@ -36,11 +36,9 @@ What does not run in Lambda (``gunicorn.conf.py``'s hooks): ``post_worker_init``
 monitor and the dashboard snapshot publisher at boot, ``on_starting``/``child_exit`` keep no shared metrics
 directory. The request path still starts both lazily (``DatabaseRoutingMiddleware`` calls ``monitor_start()`` and
 ``publisher_start()``), and from then on they run only while an invocation runs: Lambda freezes every thread
-between invocations. That mostly works, but not always (docs/deploy.md, "What differs"): a probe in flight at a
-freeze is past its deadline at the thaw, and a connection dropped during a long freeze fails the first probe
-after it; either way the monitor marks a healthy node down (and tells the fleet through Redis), and with the
-primary marked down the environment answers writes ``503 read_only_mode`` until three good probes, 0.3 s of
-thawed time, bring it back. The fix belongs to the monitor (telling a thaw from a failure), not here.
+between invocations. The monitor tells a thaw from a failure (docs/deploy.md, "What differs"): a deadline that
+passed while the environment was frozen is given its time again, and a connection ended during the freeze is
+replaced before any node is judged, so the first write after a thaw is served.
 
 A failed dependency, seen from a handler (shown by tests/settings/test_lambda_handlers.py): the database
 unreachable (connections refused), ``ops`` ``GET /health`` answers ``503`` JSON with the ``database`` area
