@@ -6,8 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-STACK=(--name dev --port-base "${BULWARK_DEV_PORT_BASE:-63432}")
-
 pool="${POOL:-}"
 classes=$("$PY" -c 'from resilience.serving.classes import TRAFFIC_CLASSES; print(", ".join(TRAFFIC_CLASSES))')
 if [ -z "$pool" ]; then
@@ -19,20 +17,8 @@ if ! default_port=$("$PY" -m resilience.serving.haproxy port "$pool" 2>/dev/null
     exit 2
 fi
 
-"$PY" -m devstack "${STACK[@]}" up >/dev/null
-mapfile -t stack_env < <("$PY" -m devstack "${STACK[@]}" env | grep -E '^(DATABASE_URL|DATABASE_REPLICA_URLS|REDIS_URL)=')
-
-# The fake payment gateway, as `make run` starts it (devstack/fake_gateway.py; `make stop` stops it).
-gw_port=$(( ${BULWARK_DEV_PORT_BASE:-63432} + 8 ))
-gw_pid=.stack/dev/fake_gateway.pid
-if ! { [ -f "$gw_pid" ] && kill -0 "$(cat "$gw_pid")" 2>/dev/null; }; then
-    setsid "$PY" -m devstack.fake_gateway --port "$gw_port" --pid-file "$gw_pid" \
-        </dev/null >>.stack/dev/fake_gateway.log 2>&1 &
-    for _ in $(seq 1 50); do [ -s "$gw_pid" ] && break; sleep 0.1; done
-    [ -s "$gw_pid" ] || { echo "serve: the fake payment gateway did not start; see .stack/dev/fake_gateway.log" >&2; exit 1; }
-fi
-"$PY" -m resilience.config.devenv .env "${stack_env[@]}" "PAYMENT_GATEWAY_URL=http://127.0.0.1:$gw_port"
-"$PY" manage.py migrate --noinput
+WHO=serve
+source scripts/dev_prepare.sh
 
 # A pool member is meant to sit behind one proxy (HAProxy appends X-Forwarded-For), unless told otherwise.
 if [ -z "${TRUSTED_PROXY_COUNT:-}" ] && ! grep -q '^TRUSTED_PROXY_COUNT=' .env; then export TRUSTED_PROXY_COUNT=1; fi
