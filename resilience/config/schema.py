@@ -57,10 +57,10 @@ def _secret(name: str, level: Level, area: str, help: str) -> Var:
 # Per traffic class (resilience/serving/classes.py): limit in flight per worker, time budget, body size limit.
 _SERVING_DEFAULTS = {
     "catalog": ("4", "5s", "16k"),
-    "auth": ("3", "5s", "16k"),
+    "auth": ("3", "10s", "16k"),  # a log-in hashes a password: CPU, slow on a busy machine, wasted if cut
     "checkout": ("3", "15s", "64k"),
     "admin": ("2", "30s", "2m"),
-    "ops": ("2", "3s", "1k"),
+    "ops": ("4", "3s", "1k"),  # probes and scrapes come in bursts; each is cheap
 }
 
 

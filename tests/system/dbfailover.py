@@ -40,6 +40,15 @@ PASSWORD = "correct horse battery staple"
 REPLICA_ALIAS = "replica_1"
 
 
+# The load of these tests (up to 16 clients at once on two workers) never meets a bulkhead or a budget unless the
+# test is about them (test_serving_*.py set their own): what they measure is failover, not shedding.
+SERVING_OUT_OF_THE_WAY = {
+    "WEB_THREADS": "17",
+    **{f"SERVING_LIMIT_{name}": "16" for name in ("CATALOG", "AUTH", "CHECKOUT", "ADMIN", "OPS")},
+    **{f"SERVING_BUDGET_{name}": "60s" for name in ("CATALOG", "AUTH", "CHECKOUT", "ADMIN", "OPS")},
+}
+
+
 def app_env(stack_env: dict[str, str], **overrides: str) -> dict[str, str]:
     """The environment for manage.py and gunicorn against ``stack_env`` (secrets from scripts/test.sh)."""
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
@@ -53,6 +62,7 @@ def app_env(stack_env: dict[str, str], **overrides: str) -> dict[str, str]:
             "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
             "DB_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT),
             "RATELIMIT_ENABLED": "false",  # the load comes from one loopback address
+            **SERVING_OUT_OF_THE_WAY,
         }
     )
     env.update(overrides)

@@ -11,7 +11,7 @@ wait there too). Every product read waits on it. Then:
 - meanwhile health probes, log-ins and checkout answer as usual, and ``/metrics`` counts it all by class;
 - a checkout whose payment gateway hangs answers within its own budget, the order kept ``pending_payment``.
 
-Real processes: a throwaway devstack (port base 62840), one gunicorn worker with 4 threads, the fake payment
+Real processes: a throwaway devstack (port base 62840), one gunicorn worker, the fake payment
 gateway. See tests/system/dbfailover.py.
 """
 
@@ -73,7 +73,6 @@ def test_a_stuck_catalog_is_shed_and_cut_while_probes_login_and_checkout_answer(
     with FakeGateway(hang_seconds=30) as gateway, Deployment("serving-guards", PORT_BASE, tmp_path) as deployment:
         server = deployment.serve(
             WEB_CONCURRENCY="1",
-            WEB_THREADS="4",
             SERVING_LIMIT_CATALOG=str(CATALOG_LIMIT),
             SERVING_BUDGET_CATALOG=str(CATALOG_BUDGET),
             SERVING_BUDGET_CHECKOUT=str(CHECKOUT_BUDGET),

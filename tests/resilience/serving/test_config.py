@@ -12,9 +12,9 @@ from tests.resilience.config.test_loader import VALID, problems
 def test_the_defaults_keep_a_thread_for_ops() -> None:
     serving = load_config(VALID).serving
     assert serving.threads == 8 and serving.pool is None
-    assert serving.limits == {"catalog": 4, "auth": 3, "checkout": 3, "admin": 2, "ops": 2}
+    assert serving.limits == {"catalog": 4, "auth": 3, "checkout": 3, "admin": 2, "ops": 4}
     assert all(limit < serving.threads for name, limit in serving.limits.items() if name != "ops")
-    assert serving.budgets == {"catalog": 5.0, "auth": 5.0, "checkout": 15.0, "admin": 30.0, "ops": 3.0}
+    assert serving.budgets == {"catalog": 5.0, "auth": 10.0, "checkout": 15.0, "admin": 30.0, "ops": 3.0}
     assert serving.max_bodies["checkout"] == 64 * 1024 and serving.max_bodies["admin"] == 2 * 1024 * 1024
 
 
