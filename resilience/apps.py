@@ -32,13 +32,14 @@ class ResilienceConfig(AppConfig):
         from resilience.db.monitor import monitor_task_register
         from resilience.events import events_flush
         from resilience.observability import metrics as observability_metrics
+        from resilience.serving import guard_rails as serving_guard_rails
         from resilience.staff import sessions as staff_sessions
         from resilience.staff.audit import audit_connect
         from resilience.staff.otp import otp_deferred_flush
 
         log_config_warnings(settings.BULWARK_CONFIG)
         checks.register()
-        for area in (breaker_guard_rails, db_guard_rails, cache_guard_rails):
+        for area in (breaker_guard_rails, db_guard_rails, cache_guard_rails, serving_guard_rails):
             area.register()
         monitor_task_register(deferred_flush)
         monitor_task_register(events_flush)  # resilience events buffered in this worker

@@ -15,7 +15,7 @@ from resilience.guard_rails import guard_rail_register, guard_rail_unregister
 from shop.orders.models import Order
 from shop.payments.gateways import gateway_reset
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(databases="__all__")  # the serving guard rail runs a statement on every node
 
 
 @pytest.fixture(autouse=True)
@@ -49,9 +49,11 @@ def test_every_guard_rail_works_against_a_live_gateway_and_nothing_is_charged_or
         "Payments: gateway down",
         "Database: replica and primary fallback",
         "Fallback cache",
+        "Serving: bulkheads and time budgets",
     ):
         assert section in out
-    assert out.count("✅") >= 12
+    assert out.count("✅") >= 12 + 4 + 2  # serving: four classes shed, two nodes cut at a budget
+    assert "default: a statement past a 0.3s budget cancelled in" in out
     assert f"gateway at {gateway.url} answers" in out
     assert breaker_get("payment_gateway").snapshot()["calls"] == {
         "success": 0,
