@@ -1,4 +1,5 @@
-"""Oversized tokens through real gunicorn: its header limit (32 KiB) lets them reach Bulwark's own 8 KB check."""
+"""Oversized tokens through real gunicorn: its header limit (32 KiB) lets them reach Bulwark's own 8 KB check; a
+body over the auth class's limit (16 KiB) is refused before it is read."""
 
 from __future__ import annotations
 
@@ -33,7 +34,16 @@ def test_an_oversized_bearer_token_is_a_json_401_too_large(server, size) -> None
 
 
 def test_an_oversized_refresh_token_is_a_json_401_too_large(server) -> None:
-    token = oversized_token(40_000)
+    token = oversized_token(9_000)  # over the 8 KB token check, within the auth class's 16 KiB body limit
     response = requests.post(f"{server.url}/api/auth/token/refresh/", json={"refresh": token}, timeout=10)
     assert response.status_code == 401, response.text[:300]
     assert response.json()["error"]["detail"] == {"reason": "too_large"}
+
+
+def test_a_refresh_body_over_the_auth_body_limit_is_a_json_413(server) -> None:
+    token = oversized_token(40_000)
+    response = requests.post(f"{server.url}/api/auth/token/refresh/", json={"refresh": token}, timeout=10)
+    assert response.status_code == 413, response.text[:300]
+    error = response.json()["error"]
+    assert error["code"] == "request_too_large" and error["detail"]["limit"] == 16 * 1024
+    assert response.headers["X-Traffic-Class"] == "auth"
