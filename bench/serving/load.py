@@ -400,17 +400,14 @@ def carts_fill(port: int, tokens: list[str], product_ids: list[int], *, seed: in
     return samples
 
 
-class Prober:
+class Prober(_Loop):
     """``GET /health/ready`` and ``GET /health/live`` every ``interval`` seconds, new connection, 1 s timeout."""
 
     TIMEOUT = 1.0
 
     def __init__(self, port: int, interval: float) -> None:
-        self.port = port
-        self.interval = interval
-        self.samples: list[Sample] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(port, interval)
+        self.port = port  # each probe on a new connection (as a load balancer's), not the pool's
 
     def _probe(self, path: str) -> Sample:
         kind = "ready" if path.endswith("ready") else "live"
@@ -435,26 +432,9 @@ class Prober:
                 pass
         return Sample(kind, started, latency, response.status, "", "", extra)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            began = time.monotonic()
-            self.samples.append(self._probe("/health/ready"))
-            self.samples.append(self._probe("/health/live"))
-            rest = self.interval - (time.monotonic() - began)
-            if rest > 0:
-                self._stop.wait(rest)
-
-    def start(self) -> None:
-        self._stop.clear()
-        self.samples = []
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> list[Sample]:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        return self.samples
+    def step(self) -> None:
+        self.samples.append(self._probe("/health/ready"))
+        self.samples.append(self._probe("/health/live"))
 
 
 # ----------------------------------------------------------------------------------------------------------

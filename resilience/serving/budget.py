@@ -48,12 +48,11 @@ def budget_start(seconds: float, traffic_class: str) -> Token[Budget | None]:
     return _current.set(Budget(seconds, time.monotonic() + seconds, traffic_class))
 
 
-def budget_end(token: Token[Budget | None]) -> Budget:
-    """End the budget ``budget_start`` returned ``token`` for; returns it (was it cut?)."""
+def budget_end(token: Token[Budget | None]) -> bool:
+    """End the budget ``budget_start`` returned ``token`` for; whether it was cut."""
     budget = _current.get()
     _current.reset(token)
-    assert budget is not None
-    return budget
+    return budget is not None and budget.cut
 
 
 def current_budget() -> Budget | None:

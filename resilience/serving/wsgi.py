@@ -182,10 +182,10 @@ class ServingMiddleware:
             done()
             raise
         finally:
-            budget = budget_end(budget_token)
+            cut = budget_end(budget_token)
         metrics.DURATION.labels(traffic_class).observe(time.perf_counter() - started)
         metrics.REQUESTS.labels(traffic_class, "served").inc()
-        if budget.cut:
+        if cut:
             metrics.REQUESTS.labels(traffic_class, "timeout").inc()
         if getattr(result, "streaming", True):  # a Django response says; anything else may stream
             return _Streamed(result, done)

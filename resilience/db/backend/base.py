@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -67,6 +67,9 @@ class _BudgetGuard:
     label: str
     active: bool = True
     fired: bool = False
+    # Held while a cancel is sent, and to end the statement: a cancel never goes out after its statement ended
+    # (it would cancel the next statement on the connection).
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _Canceller:
@@ -88,12 +91,13 @@ class _Canceller:
 
     @staticmethod
     def _cancel(guard: _BudgetGuard) -> None:
-        if not guard.active:
-            return  # the statement ended meanwhile: a cancel now could hit the next one
-        try:
-            guard.connection.cancel_safe(timeout=CANCEL_TIMEOUT)
-        except psycopg.Error as exc:
-            logger.warning("could not cancel a statement on %s at its request's budget: %s", guard.label, exc)
+        with guard.lock:
+            if not guard.active:
+                return  # the statement ended meanwhile: a cancel now could hit the next one
+            try:
+                guard.connection.cancel_safe(timeout=CANCEL_TIMEOUT)
+            except psycopg.Error as exc:
+                logger.warning("could not cancel a statement on %s at its request's budget: %s", guard.label, exc)
 
 
 _canceller = _Canceller()
@@ -265,8 +269,9 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         try:
             yield guard
         finally:
-            guard.active = False
             watchdog.disarm(ticket)
+            with guard.lock:  # waits for a cancel being sent right now (at most CANCEL_TIMEOUT)
+                guard.active = False
 
     def _query_failed(self, exc: DjangoDatabaseError) -> bool:
         """Record what a failed query says about its node; True when the connection failed (not the query)."""
