@@ -307,7 +307,7 @@ SCHEMA: tuple[Var, ...] = (
         "duration",
         "optional",
         "database",
-        "Client-side deadline for one query: a hung node cannot hold a request longer.",
+        "Deadline for one query: a statement still running then is cancelled (a node that answers stays up); if the cancel does not take within 0.5 s the connection is cut and the node marked down (a hung node).",
         default="5s",
     ),
     Var(

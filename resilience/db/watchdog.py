@@ -10,6 +10,11 @@ deadlines passed when it runs again, although the node never had the time to ans
 when it wakes :data:`FREEZE_GAP` or more after a deadline -- its own thread did not run -- and gives each target
 due during the gap its whole time again, once, instead of cutting it (:attr:`QueryWatchdog.freezes` counts the
 gaps, for those that measure latency). A real hang still cuts: the watchdog itself keeps running on time then.
+
+A statement that is merely slow (waiting on a lock, a heavy plan) on a node that answers is not a failed node:
+cutting its socket would mark a healthy primary down. A target armed with ``cancel`` gets that first at its
+deadline (a PostgreSQL cancel request, sent off this thread); only if the statement is still running
+:data:`CANCEL_GRACE` later -- the cancel did not take, the node does not answer -- is the socket cut.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 logger = logging.getLogger(__name__)
 
 FREEZE_GAP = 1.0  # seconds late: the process was not running (a freeze), not a node that failed to answer
+CANCEL_GRACE = 0.5  # seconds a cancel is given to take (a live node obeys in milliseconds) before the cut
 
 
 @dataclass(frozen=True)
@@ -36,9 +42,13 @@ class _Target:
     label: str  # the node's alias (the probe's: "<alias> (probe)")
     port: int | None = None  # the server port the socket was connected to (see _shut: a reused fd is left alone)
     rerunnable: bool = False  # a read of a request that may run again elsewhere (see cut_rerunnable)
-    callback: Callable[[], None] | None = None  # a timer: called at the deadline instead of cutting
+    callback: Callable[[], object] | None = None  # a timer: called at the deadline instead of cutting
     seconds: float = 0.0  # the time it was given (given again, once, after a freeze)
     extended: bool = False  # already given its time again after a freeze
+    # Tried first at the deadline: True when a cancel request was sent (the cut then waits CANCEL_GRACE); False
+    # when the node is not worth asking (down or suspect: cut now). Must not block (the watchdog's thread).
+    cancel: Callable[[], bool] | None = None
+    cancelled: bool = False  # its cancel was sent: the next deadline is the cut
 
 
 class QueryWatchdog:
@@ -51,10 +61,19 @@ class QueryWatchdog:
         self._thread: threading.Thread | None = None
         self.freezes = 0  # grows with every freeze seen (a deadline due during it given its time again)
 
-    def arm(self, fileno: int, seconds: float, label: str, *, port: int | None = None, rerunnable: bool = False) -> int:
-        return self._arm(seconds, _Target(fileno, label, port, rerunnable, seconds=seconds))
+    def arm(
+        self,
+        fileno: int,
+        seconds: float,
+        label: str,
+        *,
+        port: int | None = None,
+        rerunnable: bool = False,
+        cancel: Callable[[], bool] | None = None,
+    ) -> int:
+        return self._arm(seconds, _Target(fileno, label, port, rerunnable, seconds=seconds, cancel=cancel))
 
-    def call_after(self, seconds: float, callback: Callable[[], None], label: str) -> int:
+    def call_after(self, seconds: float, callback: Callable[[], object], label: str) -> int:
         """Call ``callback`` on the watchdog's thread after ``seconds`` unless disarmed first (a probe overdue)."""
         return self._arm(seconds, _Target(None, label, callback=callback, seconds=seconds))
 
@@ -129,20 +148,43 @@ class QueryWatchdog:
                     self._armed[ticket] = dataclasses.replace(target, extended=True)
                     heapq.heappush(self._heap, (time.monotonic() + target.seconds, ticket))
                     continue
+                if target is not None and target.cancel is not None and not target.cancelled:
+                    # The cut stays armed (the grace) while the cancel is asked for: a statement that ends
+                    # meanwhile disarms it; one that does not is cut when the grace is over.
+                    self._armed[ticket] = dataclasses.replace(target, cancelled=True)
+                    heapq.heappush(self._heap, (time.monotonic() + CANCEL_GRACE, ticket))
+                    cancelling = True
+                else:
+                    cancelling = False
             if target is None:
                 continue
+            if cancelling:
+                if self._ask(target.cancel, target.label):  # type: ignore[arg-type]
+                    logger.warning(
+                        "query deadline passed on %s: cancelling the statement",
+                        target.label,
+                        extra={"node": target.label},
+                    )
+                    continue
+                self.disarm(ticket)  # not worth asking (the node is down or suspect): cut now
             if target.callback is not None:
-                try:
-                    target.callback()
-                except Exception:  # the one deadline thread of the process must outlive a timer's bug: logged
-                    logger.exception("watchdog timer %s failed", target.label)
+                self._ask(target.callback, target.label)
             else:
                 logger.warning(
-                    "query deadline passed on %s: cutting the connection off",
+                    "query deadline passed on %s%s: cutting the connection off",
                     target.label,
+                    " and its cancel did not take" if target.cancelled else "",
                     extra={"node": target.label},
                 )
                 self._shut(target.fileno, target.label, target.port)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _ask(callback: Callable[[], object], label: str) -> object:
+        try:
+            return callback()
+        except Exception:  # the one deadline thread of the process must outlive a timer's bug: logged
+            logger.exception("watchdog timer %s failed", label)
+            return False
 
     @staticmethod
     def _shut(fileno: int, label: str, port: int | None = None) -> None:

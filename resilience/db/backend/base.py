@@ -9,6 +9,10 @@
 - COMMIT and ROLLBACK run under the same deadline (they too wait forever on a hung node). A write that fails
   after it reached the primary -- its COMMIT, or a statement in autocommit -- may have committed: the request
   is told so (``503 outcome_unknown``), never "nothing was written".
+- A statement still running at the node deadline on a node that is up is first cancelled (a PostgreSQL cancel
+  request): a statement waiting on a lock is slow, not a failed node, and the node is not marked down for it. The
+  socket is cut -- and the node marked down -- only if the cancel does not take within the watchdog's grace, or
+  at once when the node is already down or suspect. A read-only request so cancelled may run again elsewhere.
 - A request's time budget (:mod:`resilience.serving.budget`) also bounds each statement: at the budget the
   statement is cancelled with a PostgreSQL cancel request (sent from a small thread pool, never the watchdog's
   thread), the node is not blamed and the connection stays usable, and the request answers ``504
@@ -57,16 +61,21 @@ QUERY_CANCELED = "57014"
 
 
 CANCEL_TIMEOUT = 1.0  # seconds a cancel request may take (a hung node: the node deadline still cuts the socket)
+BUDGET = "budget"
+DEADLINE = "deadline"
 
 
 @dataclass
-class _BudgetGuard:
-    """One statement under the request's budget: ``fired`` once its cancel was asked for."""
+class _StatementGuard:
+    """One statement that may be cancelled: at its request's budget, or first thing at the node deadline.
+
+    ``fired`` says which asked for the cancel (a 57014 that follows is then ours, not the server's).
+    """
 
     connection: Any  # the psycopg connection
     label: str
     active: bool = True
-    fired: bool = False
+    fired: str | None = None  # BUDGET or DEADLINE
     # Held while a cancel is sent, and to end the statement: a cancel never goes out after its statement ended
     # (it would cancel the next statement on the connection).
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -79,25 +88,33 @@ class _Canceller:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
-    def budget_spent(self, guard: _BudgetGuard) -> None:  # on the watchdog's thread: hand over, never block it
-        if not guard.active:
-            return
-        guard.fired = True
+    def send(self, guard: _StatementGuard, reason: str) -> bool:  # on the watchdog's thread: never block it
+        if not guard.active or guard.fired is not None:
+            return False
+        guard.fired = reason
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="db-budget-cancel")
+                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="db-cancel")
             pool = self._pool
         pool.submit(self._cancel, guard)
+        return True
+
+    def at_deadline(self, guard: _StatementGuard, alias: str) -> bool:
+        """The node deadline passed: cancel (the watchdog cuts the socket if that does not take) -- unless the
+        node is down or suspect, when there is nobody to ask and the cut comes at once."""
+        if not registry().may_connect(alias):
+            return False
+        return self.send(guard, DEADLINE)
 
     @staticmethod
-    def _cancel(guard: _BudgetGuard) -> None:
+    def _cancel(guard: _StatementGuard) -> None:
         with guard.lock:
             if not guard.active:
                 return  # the statement ended meanwhile: a cancel now could hit the next one
             try:
                 guard.connection.cancel_safe(timeout=CANCEL_TIMEOUT)
             except psycopg.Error as exc:
-                logger.warning("could not cancel a statement on %s at its request's budget: %s", guard.label, exc)
+                logger.warning("could not cancel a statement on %s (%s): %s", guard.label, guard.fired, exc)
 
 
 _canceller = _Canceller()
@@ -206,21 +223,30 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         budget = budget_remaining()
         if budget is not None and budget <= 0:
             raise budget_cut(StatementBudgetError)  # not sent: nothing of it reached the node
-        with self._deadline(rerunnable=rerunnable) as ticket, self._budget(budget) as guard:
-            try:
-                return execute(sql, params, many, ctx)
-            except DjangoDatabaseError as exc:
-                if guard is not None and guard.fired and _sqlstate(exc) == QUERY_CANCELED:
-                    # Cancelled at the budget: the node is fine (it obeyed the cancel), the request is out of time.
-                    raise budget_cut(StatementBudgetError) from exc
-                if ticket is not None and watchdog.hedged(ticket):
-                    # Cut off because the node is suspect (its probe overdue), not found dead: the middleware runs
-                    # the request again elsewhere; the probe, not this read, decides whether the node is down.
-                    context.record_failure(self.alias)
+        with self._statement() as guard, self._deadline(rerunnable=rerunnable, guard=guard) as ticket:
+            with self._budget(budget, guard):
+                try:
+                    return execute(sql, params, many, ctx)
+                except DjangoDatabaseError as exc:
+                    cancelled = guard is not None and _sqlstate(exc) == QUERY_CANCELED
+                    if cancelled and guard.fired == BUDGET:
+                        # Cancelled at the budget: the node is fine (it obeyed), the request is out of time.
+                        raise budget_cut(StatementBudgetError) from exc
+                    if cancelled and guard.fired == DEADLINE:
+                        logger.warning(
+                            "a statement on %s ran past its deadline (%g s) and was cancelled; the node answers",
+                            self.alias,
+                            self.query_deadline,
+                            extra={"event": "db_statement_cancelled", "node": self.alias},
+                        )
+                    if ticket is not None and watchdog.hedged(ticket):
+                        # Cut off because the node is suspect (its probe overdue), not found dead: the middleware
+                        # runs the request again elsewhere; the probe, not this read, decides whether it is down.
+                        context.record_failure(self.alias)
+                        raise
+                    if self._query_failed(exc) and commits_itself:
+                        context.record_outcome_unknown()
                     raise
-                if self._query_failed(exc) and commits_itself:
-                    context.record_outcome_unknown()
-                raise
 
     def _commit(self) -> None:
         with self._deadline():
@@ -240,16 +266,34 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
                 raise
 
     @contextmanager
-    def _deadline(self, *, rerunnable: bool = False) -> Iterator[int | None]:
+    def _statement(self) -> Iterator[_StatementGuard | None]:
+        """A guard for one statement: whoever cancels it does so only while it runs."""
+        connection = self.connection
+        if connection is None or connection.closed:
+            yield None
+            return
+        guard = _StatementGuard(connection, self.alias)
+        try:
+            yield guard
+        finally:
+            with guard.lock:  # waits for a cancel being sent right now (at most CANCEL_TIMEOUT)
+                guard.active = False
+
+    @contextmanager
+    def _deadline(self, *, rerunnable: bool = False, guard: _StatementGuard | None = None) -> Iterator[int | None]:
+        """The node deadline; with a ``guard``, a cancel is tried at it before the socket is cut (a statement slow
+        on a node that answers -- a lock wait -- must not mark the node down)."""
         connection = self.connection
         ticket = None
         if connection is not None and not connection.closed:
+            alias = self.alias
             ticket = watchdog.arm(
                 connection.pgconn.socket,
                 self.query_deadline,
-                self.alias,
+                alias,
                 port=connection.info.port,
                 rerunnable=rerunnable,
+                cancel=None if guard is None else lambda: _canceller.at_deadline(guard, alias),
             )
         try:
             yield ticket
@@ -258,20 +302,16 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
                 watchdog.disarm(ticket)
 
     @contextmanager
-    def _budget(self, budget: float | None) -> Iterator[_BudgetGuard | None]:
-        """Cancel this statement when the request's budget runs out before the node deadline would cut it."""
-        connection = self.connection
-        if budget is None or budget >= self.query_deadline or connection is None or connection.closed:
-            yield None
+    def _budget(self, budget: float | None, guard: _StatementGuard | None) -> Iterator[None]:
+        """Cancel this statement when the request's budget runs out before the node deadline would."""
+        if budget is None or budget >= self.query_deadline or guard is None:
+            yield
             return
-        guard = _BudgetGuard(connection, self.alias)
-        ticket = watchdog.call_after(budget, lambda: _canceller.budget_spent(guard), f"{self.alias} (budget)")
+        ticket = watchdog.call_after(budget, lambda: _canceller.send(guard, BUDGET), f"{self.alias} (budget)")
         try:
-            yield guard
+            yield
         finally:
             watchdog.disarm(ticket)
-            with guard.lock:  # waits for a cancel being sent right now (at most CANCEL_TIMEOUT)
-                guard.active = False
 
     def _query_failed(self, exc: DjangoDatabaseError) -> bool:
         """Record what a failed query says about its node; True when the connection failed (not the query)."""

@@ -191,6 +191,64 @@ def test_a_write_cut_off_inside_its_transaction_is_read_only_mode_not_unknown(lo
     registry().record_probe(PRIMARY, in_recovery=False, lag_seconds=0, lag_bytes=0, replay_lsn=None)
 
 
+def _slow_on_a_live_node(monkeypatch, write) -> tuple[dict, context.RoutingState]:
+    """Runs ``write`` in a request's routing state with a 0.5 s node deadline while a lock holds it."""
+    monkeypatch.setitem(connections[PRIMARY].settings_dict, "QUERY_DEADLINE", 0.5)
+    state = context.RoutingState(safe_method=False)
+
+    def in_request() -> None:
+        with context.routing(state):
+            write()
+
+    thread, outcome = _run_in_thread(in_request)
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    return outcome, state
+
+
+def test_a_statement_waiting_on_a_lock_past_its_deadline_is_cancelled_not_cut(
+    locked_product, monkeypatch, caplog
+) -> None:
+    """A lock wait is a slow statement on a node that answers: cancelled at the deadline; the primary stays up."""
+    outcome, state = _slow_on_a_live_node(
+        monkeypatch, lambda: Product.objects.filter(pk=locked_product.pk).update(stock=9)
+    )
+    error = outcome.get("error")
+    assert isinstance(error, DatabaseError), outcome
+    assert getattr(error.__cause__, "sqlstate", None) == "57014"  # cancelled by the server, not a cut socket
+    assert outcome["seconds"] < 3  # at the 0.5 s deadline (plus the cancel), not the lock holder's whim
+    assert registry().state(PRIMARY).reachable  # a slow statement is not a failed node
+    assert PRIMARY in state.failed and not state.outcome_unknown  # a cancelled statement wrote nothing
+    assert "was cancelled; the node answers" in caplog.text
+    assert "cutting the connection off" not in caplog.text
+    other = ProductFactory(stock=3)
+    Product.objects.filter(pk=other.pk).update(stock=2)  # the primary takes writes: nothing else was hurt
+
+
+def test_a_statement_past_its_deadline_on_a_suspect_node_is_cut_at_once(locked_product, monkeypatch) -> None:
+    """Nobody to ask: a node that turned suspect while the statement ran gets no cancel request; its statement is
+    cut at the deadline (and the node marked down by the cut, as before the cancel existed)."""
+    nodes = registry()
+    may_connect = nodes.may_connect
+    suspect = threading.Event()
+    monkeypatch.setattr(
+        nodes, "may_connect", lambda alias: not (alias == PRIMARY and suspect.is_set()) and may_connect(alias)
+    )
+    threading.Timer(0.25, suspect.set).start()  # after the statement was sent, before its 0.5 s deadline
+    try:
+        outcome, _ = _slow_on_a_live_node(
+            monkeypatch, lambda: Product.objects.filter(pk=locked_product.pk).update(stock=9)
+        )
+        error = outcome.get("error")
+        assert isinstance(error, DatabaseError), outcome
+        assert getattr(error.__cause__, "sqlstate", None) != "57014"  # the socket was cut, nothing cancelled
+        assert outcome["seconds"] < 0.5 + 0.4  # at the deadline, without the cancel's grace
+        assert not nodes.state(PRIMARY).reachable
+    finally:
+        monkeypatch.undo()
+        nodes.record_probe(PRIMARY, in_recovery=False, lag_seconds=0, lag_bytes=0, replay_lsn=None)
+
+
 def test_a_commit_cut_off_is_outcome_unknown() -> None:
     """A deferred constraint trigger makes the COMMIT itself wait on the server (here on a lock)."""
     with connection.cursor() as cursor:

@@ -12,7 +12,7 @@ import pytest
 from django.db import connections
 
 from resilience.db.nodes import PRIMARY
-from resilience.db.watchdog import QueryWatchdog
+from resilience.db.watchdog import CANCEL_GRACE, QueryWatchdog
 
 pytestmark = pytest.mark.django_db  # the test database exists (the sessions below are not Django's)
 
@@ -144,3 +144,48 @@ def test_a_deadline_due_while_the_process_was_frozen_gets_its_time_again_once(se
     watchdog.disarm(ticket)
     assert time.monotonic() - started < 1.5 + 0.1 + 0.3 + 2.0
     assert "query deadline passed on primary (test)" in caplog.text
+
+
+def test_a_target_with_a_cancel_is_cancelled_first_and_cut_only_if_that_does_not_take(session, caplog) -> None:
+    """The cancel is asked for at the deadline; a statement still running after the grace is cut."""
+    conn = session()
+    watchdog = QueryWatchdog()
+    asked = []
+    ticket = watchdog.arm(conn.pgconn.socket, 0.3, "primary (test)", cancel=lambda: asked.append(True) or True)
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError):  # the cancel above sends nothing: it does not take
+        conn.execute(f"SELECT pg_sleep({SLEEP})")
+    watchdog.disarm(ticket)
+    elapsed = time.monotonic() - started
+    assert asked == [True]
+    assert 0.3 + CANCEL_GRACE * 0.9 <= elapsed < SLEEP / 2  # cut after the grace, not at the deadline
+    assert "query deadline passed on primary (test): cancelling the statement" in caplog.text
+    assert "and its cancel did not take: cutting the connection off" in caplog.text
+
+
+def test_a_cancel_that_takes_leaves_the_connection_usable(session, caplog) -> None:
+    conn = session()
+    watchdog = QueryWatchdog()
+
+    def cancel() -> bool:
+        threading.Thread(target=conn.cancel_safe).start()  # off the watchdog's thread, as the backend's pool does
+        return True
+
+    ticket = watchdog.arm(conn.pgconn.socket, 0.3, "primary (test)", cancel=cancel)
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        conn.execute(f"SELECT pg_sleep({SLEEP})")
+    watchdog.disarm(ticket)
+    time.sleep(CANCEL_GRACE + 0.2)  # the grace passes: a disarmed cut never comes
+    assert conn.execute("SELECT 2").fetchone() == (2,)
+    assert "cutting the connection off" not in caplog.text
+
+
+def test_a_cancel_not_worth_sending_means_the_cut_comes_at_the_deadline(session) -> None:
+    conn = session()
+    watchdog = QueryWatchdog()
+    ticket = watchdog.arm(conn.pgconn.socket, 0.3, "primary (test)", cancel=lambda: False)
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError):
+        conn.execute(f"SELECT pg_sleep({SLEEP})")
+    watchdog.disarm(ticket)
+    assert time.monotonic() - started < 0.3 + CANCEL_GRACE * 0.9
