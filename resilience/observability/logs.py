@@ -566,6 +566,10 @@ class RequestLogMiddleware:
     @staticmethod
     def _log(request: Any, response: Any, used: set[str], seconds: float) -> None:
         status = getattr(response, "status_code", 500)
+        if response is not None:
+            # This record is the request's line: django.request would log every 4xx/5xx answer a second time
+            # (an unhandled exception's traceback is logged before this, and still is).
+            response._has_been_logged = True
         match = getattr(request, "resolver_match", None)
         request_logger.log(
             logging.ERROR if status >= 500 else logging.INFO,

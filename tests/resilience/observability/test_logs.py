@@ -102,6 +102,25 @@ def test_each_request_ends_with_one_request_record_with_route_status_duration_an
     assert record.duration_ms >= 0 and record.db_aliases == ["default"] and record.db_fallbacks == []
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "status", "level"),
+    [("/api/products/987654321/", 404, logging.INFO), ("/api/cart/", 504, logging.ERROR)],
+)
+def test_an_error_answer_is_logged_once_not_again_by_django_request(auth_client, caplog, path, status, level) -> None:
+    from resilience.serving.budget import budget_end, budget_start
+
+    caplog.set_level(logging.INFO)
+    token = budget_start(0.0 if status == 504 else 30.0, "checkout")  # a spent budget: the first statement is refused
+    try:
+        response = auth_client.get(path)
+    finally:
+        budget_end(token)
+    assert response.status_code == status
+    lines = [r for r in caplog.records if r.name in ("bulwark.request", "django.request")]
+    assert [(r.name, r.levelno, r.status) for r in lines] == [("bulwark.request", level, status)]
+
+
 class BlockingStream:
     """A sink that hangs (a disk that stopped answering) until released."""
 
