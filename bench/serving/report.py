@@ -787,8 +787,8 @@ def section(run: Run) -> str:
         "",
         "- A flood that burns CPU (expensive searches, a bot crawling every page): bulkheads do not help there and "
         "none is measured. Nor a thread exhaustion from a slow *client* (a body trickled in, a response read slowly): "
-        "a thread that reads a request is taken before the middleware classifies it, and a buffered response's place "
-        "in the bulkhead is given back before gunicorn writes it out.",
+        "a thread that reads a request is taken before the middleware classifies it (a response read slowly keeps "
+        "its place in the bulkhead until gunicorn has written it out, so that one is bounded by the class limit).",
         "- More than one flooding class, the ops reserve under a flood of every class at once, or the admin class.",
         f"- Other sizes: only 2 workers {X} 8 threads with the default limits were run; the flood rate is one multiple "
         f"({flood['factor']:g}{X}) of the catalog's admission, and the budget was shortened to "

@@ -10,8 +10,9 @@ For every request, before Django, its middleware or any database or cache work:
 3. a ``Content-Length`` over the class's ``SERVING_MAX_BODY_<CLASS>`` -> ``413 request_too_large``, without
    reading the body (Django reads at most ``Content-Length`` bytes, so a body without one is never read);
 4. the class's bulkhead full -> ``503 overloaded`` with ``Retry-After``, at once (:mod:`.bulkheads`);
-5. the request's time budget starts (:mod:`.budget`); the bulkhead's place is given back when the application
-   returns its response, or, for a streamed body (a file, a generator), once the server has sent or closed it.
+5. the request's time budget starts (:mod:`.budget`); the bulkhead's place is given back once the server has
+   sent the body or closed it (PEP 3333's ``close()``), not when the application returns: until then the thread
+   is still busy writing (a slow reader holds it), and the limits count threads.
 
 Refusals are rendered by the one error renderer with a request id (``core.wsgi_limits.wsgi_refuse``). Shedding
 is logged at most once every :data:`SHED_LOG_INTERVAL` seconds per class, with the count: a flood of refusals
@@ -68,9 +69,9 @@ class _ShedLog:
         )
 
 
-class _Streamed:
-    """A streamed response (a file, a generator): its bulkhead place is given back when the server closes it or
-    has read it to the end, whichever comes first (the thread is busy sending until then)."""
+class _Released:
+    """The application's response, whose bulkhead place is given back when the server closes it or has read it
+    to the end, whichever comes first (the thread is busy sending until then)."""
 
     __slots__ = ("_done", "_result")
 
@@ -169,10 +170,14 @@ class ServingMiddleware:
     ) -> Iterable[bytes]:
         in_flight = metrics.IN_FLIGHT.labels(traffic_class)
         in_flight.inc()
+        released = False
 
-        def done() -> None:
-            in_flight.dec()
-            permit.release()
+        def done() -> None:  # once: the server may both read the body to its end and close it
+            nonlocal released
+            if not released:
+                released = True
+                in_flight.dec()
+                permit.release()
 
         budget_token = budget_start(self.budgets[traffic_class], traffic_class)
         started = time.perf_counter()
@@ -187,7 +192,4 @@ class ServingMiddleware:
         metrics.REQUESTS.labels(traffic_class, "served").inc()
         if cut:
             metrics.REQUESTS.labels(traffic_class, "timeout").inc()
-        if getattr(result, "streaming", True):  # a Django response says; anything else may stream
-            return _Streamed(result, done)
-        done()  # the body is in memory: what is left is the server writing it out
-        return result
+        return _Released(result, done)

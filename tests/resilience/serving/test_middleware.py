@@ -160,6 +160,41 @@ def test_a_streamed_body_holds_its_place_until_it_is_sent():
     assert bulkheads.classes["catalog"].in_flight == 0
 
 
+@pytest.mark.django_db
+def test_a_response_in_memory_holds_its_place_until_the_server_has_written_it(django_app):
+    """The limits count threads: one still writing a body out (a slow reader) is not free yet."""
+    bulkheads = worker_bulkheads()
+    env: dict = {}
+    setup_testing_defaults(env)
+    env.update(PATH_INFO="/api/categories/", SERVER_NAME="testserver", HTTP_HOST="testserver")
+    gauge = metrics.IN_FLIGHT.labels("catalog")
+    before = gauge._value.get()
+    result = ServingMiddleware(django_app)(env, lambda status, headers, exc_info=None: None)
+    assert bulkheads.classes["catalog"].in_flight == 1  # returned, not yet written
+    body = b"".join(result)  # the server writes it out ...
+    assert body.startswith(b"[") or body.startswith(b"{")
+    result.close()  # ... and closes it (PEP 3333): both give the place back, once
+    assert bulkheads.classes["catalog"].in_flight == 0 and bulkheads.shared_in_flight == 0
+    assert gauge._value.get() == before
+
+
+def test_a_response_closed_unread_gives_its_place_back():
+    """A client gone before the body was sent: the server closes the response without reading it."""
+    bulkheads = worker_bulkheads()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"never sent"]
+
+    env: dict = {}
+    setup_testing_defaults(env)
+    env.update(PATH_INFO="/api/products/")
+    result = ServingMiddleware(app)(env, lambda status, headers, exc_info=None: None)
+    assert bulkheads.classes["catalog"].in_flight == 1
+    result.close()
+    assert bulkheads.classes["catalog"].in_flight == 0
+
+
 def test_an_application_error_gives_the_place_back():
     bulkheads = worker_bulkheads()
 
