@@ -537,7 +537,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--flood-senders", type=int, default=200, help="flood sender threads (%(default)s)")
     p.add_argument("--catalog-budget", default="2s", help="SERVING_BUDGET_CATALOG of both servers (%(default)s)")
-    p.add_argument("--checkout-interval", type=float, default=0.75, help="seconds between checkouts (%(default)s)")
+    p.add_argument("--checkout-interval", type=float, default=0.3, help="seconds between checkouts (%(default)s)")
     p.add_argument("--probe-interval", type=float, default=0.15, help="seconds between probe pairs (%(default)s)")
     p.add_argument(
         "--checkout",
