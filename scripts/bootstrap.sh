@@ -2,7 +2,8 @@
 # Make this machine able to run Bulwark: Python venv with the pinned packages, PostgreSQL >= 15 and
 # Redis binaries; with BOOTSTRAP_TEST_TOOLS=1 (set by `make test`) also what only the suite uses: Debian's
 # chromium, which the dashboard's browser test drives as /usr/bin/chromium, and prometheus (promtool and the
-# server, for the /metrics tests) and haproxy (the split pools behind their proxy). Installs Debian packages with
+# server, for the /metrics tests), haproxy (the split pools behind their proxy), and patroni, etcd-server,
+# etcd-client and redis-sentinel (the scale-out topology of `devstack ha`). Installs Debian packages with
 # apt-get when they are missing and apt is usable (as root, or through passwordless sudo); otherwise says
 # exactly what to install and exits 1.
 set -euo pipefail
@@ -48,6 +49,11 @@ if [ "${BOOTSTRAP_TEST_TOOLS:-}" = 1 ]; then
     [ -x /usr/bin/chromium ] || missing+=(chromium)
     [ -x /usr/bin/promtool ] || missing+=(prometheus)  # promtool and a real server for the /metrics tests
     [ -x /usr/sbin/haproxy ] || missing+=(haproxy)  # the split pools' reference proxy (tests/system, tests/deploy)
+    # devstack ha: Patroni on etcd, Redis Sentinel (tests/system/test_ha_failover.py)
+    command -v patroni >/dev/null 2>&1 || missing+=(patroni)
+    command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+    command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+    command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 fi
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || {
     say "Python 3.11 or newer is needed as '$PYTHON' (set PYTHON=/path/to/python3.11)."; exit 1; }

@@ -143,6 +143,7 @@ CACHES = {
             "SOCKET_CONNECT_TIMEOUT": CONFIG.redis_connect_timeout_ms / 1000,
             "SOCKET_TIMEOUT": CONFIG.redis_socket_timeout_ms / 1000,
             "PROBE_INTERVAL": 1.0,
+            "SENTINELS": CONFIG.redis_sentinels,  # REDIS_SENTINELS: follow the master they name (LOCATION its name)
         },
     }
 }

@@ -1,4 +1,5 @@
-"""Real Redis failures for unit tests: a redis-server of our own to kill and restart, a hung one, a dead address.
+"""Real Redis failures for unit tests: a redis-server of our own to kill and restart, a hung one, a dead address,
+and a master + replica watched by three real Sentinels (``SentinelSet``) to fail over.
 
 Nothing here imitates Redis: ``RedisProcess`` is the real server (the binary devstack uses); ``HungRedis`` is a
 TCP listener that completes the handshake (the kernel does) and never answers, which is what a client sees of a
@@ -8,11 +9,15 @@ stopped or wedged server; ``dead_redis_url`` is a loopback port where nothing li
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
 import uuid
 from contextlib import suppress
+from pathlib import Path
+
+import redis
 
 from devstack.redis import find_redis
 
@@ -73,14 +78,18 @@ class HungRedis:
 class RedisProcess:
     """A throwaway redis-server on a free loopback port: ``kill()`` it (SIGKILL) and ``start()`` it again."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra: str) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.extra = list(extra)  # more redis-server arguments (e.g. --replicaof host port)
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10.0) -> None:
         self.process = subprocess.Popen(
-            [find_redis(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                *(find_redis(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+                *("--repl-diskless-sync-delay", "0", *self.extra),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -99,3 +108,101 @@ class RedisProcess:
             self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
+
+
+def find_sentinel() -> str:
+    found = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
+    if not os.access(found, os.X_OK):
+        raise RuntimeError("redis-sentinel is not installed (Debian's redis-sentinel; make test installs it)")
+    return found
+
+
+class SentinelSet:
+    """A Redis master, its replica and three Sentinels (quorum 2) on free loopback ports, all real processes.
+
+    ``down_after_ms`` is short (a failover takes about a second here) so a test can wait one out. Each Sentinel's
+    config file is written fresh (Sentinels rewrite their own files).
+    """
+
+    def __init__(self, directory: Path, *, down_after_ms: int = 500) -> None:
+        # Unique: django-redis keeps its connection pools in a class-level dict keyed by the location, so a second
+        # set under the same name in one process would get the first one's pool (and its Sentinels).
+        self.master_name = f"bulwark-test-{uuid.uuid4().hex[:8]}"
+        self.master = RedisProcess()
+        self.replica = RedisProcess("--replicaof", "127.0.0.1", "")  # the port is filled in by start()
+        self.directory = directory
+        self.down_after_ms = down_after_ms
+        self.ports = [free_port() for _ in range(3)]
+        self.sentinels = [("127.0.0.1", port) for port in self.ports]
+        self._processes: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        self.master.start()
+        self.replica.extra[-1] = str(self.master.port)
+        self.replica.start()
+        for port in self.ports:
+            conf = self.directory / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                f"sentinel monitor {self.master_name} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.master_name} 5000\n"
+                f"sentinel parallel-syncs {self.master_name} 1\n"
+            )
+            self._processes.append(
+                subprocess.Popen([find_sentinel(), str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        self.wait_for(lambda: self.settled_on(self.master.port) and self._replica_known(), "a monitored master")
+
+    def master_port(self) -> int | None:
+        """The master's port as the first Sentinel that answers names it (None: none names one)."""
+        for host, port in self.sentinels:
+            with suppress(redis.RedisError):
+                client = redis.Redis(host=host, port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+                try:
+                    address = client.sentinel_get_master_addr_by_name(self.master_name)
+                finally:
+                    client.close()
+                return int(address[1]) if address else None
+        return None
+
+    def settled_on(self, port: int) -> bool:
+        """Every Sentinel names ``port`` master and none sees it down (right after a failover they disagree for a
+        few hundred ms, and redis-py's discovery then fails on the ones not caught up)."""
+        for _, sentinel_port in self.sentinels:
+            with suppress(redis.RedisError):
+                client = redis.Redis(port=sentinel_port, socket_timeout=0.5, socket_connect_timeout=0.5)
+                try:
+                    state = client.sentinel_masters().get(self.master_name) or {}
+                finally:
+                    client.close()
+                if int(state.get("port", 0)) == port and not state.get("is_sdown") and not state.get("is_odown"):
+                    continue
+            return False
+        return True
+
+    def _replica_known(self) -> bool:
+        with suppress(redis.RedisError):
+            client = redis.Redis(port=self.ports[0], socket_timeout=0.5)
+            try:
+                return bool(client.sentinel_slaves(self.master_name))
+            finally:
+                client.close()
+        return False
+
+    @staticmethod
+    def wait_for(condition, what: str, timeout: float = 30.0) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if condition():
+                return time.monotonic() - started
+            time.sleep(0.05)
+        raise AssertionError(f"no {what} within {timeout} s")
+
+    def stop(self) -> None:
+        for process in self._processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+        self.replica.kill()
+        self.master.kill()

@@ -2,8 +2,10 @@
 
 ``LOCATION`` is the Redis URL; empty means no Redis (memory only, e.g. a development machine). OPTIONS:
 ``SOCKET_CONNECT_TIMEOUT`` and ``SOCKET_TIMEOUT`` (seconds, default 0.25 each), ``PROBE_INTERVAL`` (seconds,
-default 1), ``MEMORY_MAX_ENTRIES`` (default 100 000). ``KEY_PREFIX``, ``VERSION``, ``KEY_FUNCTION`` and
-``TIMEOUT`` apply to both stores alike, so a key means the same thing in either.
+default 1), ``MEMORY_MAX_ENTRIES`` (default 100 000), ``SENTINELS`` (``[(host, port), ...]``: follow the master
+the Sentinels name, ``LOCATION`` then being ``redis://<master name>/0``; see :mod:`resilience.cache.sentinel`).
+``KEY_PREFIX``, ``VERSION``, ``KEY_FUNCTION`` and ``TIMEOUT`` apply to both stores alike, so a key means the same
+thing in either.
 
 Every call goes to Redis unless the circuit is open or the operator switch ``ratelimit.force_memory`` is on;
 a Redis failure opens the circuit (see :mod:`resilience.cache.circuit`) and the same call is answered from
@@ -26,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from resilience.cache.circuit import REDIS_FAILURES, RedisCircuit, circuit_for
+from resilience.cache.sentinel import master_name, sentinel_options, sentinel_ping
 from resilience.controls.state import ratelimit_force_memory
 from resilience.observability.cache import CountedMemoryCache, CountedRedisCache
 from resilience.observability.metrics import fallback_taken
@@ -70,39 +73,57 @@ class FallbackCache(BaseCache):
         connect_timeout = float(options.get("SOCKET_CONNECT_TIMEOUT", DEFAULT_SOCKET_TIMEOUT))
         socket_timeout = float(options.get("SOCKET_TIMEOUT", DEFAULT_SOCKET_TIMEOUT))
         self.connect_timeout, self.socket_timeout = connect_timeout, socket_timeout
-        self._redis = CountedRedisCache(  # django-redis with django-prometheus's get/hit/miss/fail counts
-            self.location,
-            {
-                **shared,
-                "OPTIONS": {
-                    "SOCKET_CONNECT_TIMEOUT": connect_timeout,
-                    "SOCKET_TIMEOUT": socket_timeout,
-                    # Reaches every Connection of the pool (django-redis passes these to ConnectionPool.from_url).
-                    "CONNECTION_POOL_KWARGS": {"retry": no_retry(), "retry_on_error": []},
-                    "IGNORE_EXCEPTIONS": False,  # we need the failure to switch stores
-                },
-            },
-        )
+        self.sentinels: list[tuple[str, int]] = [tuple(sentinel) for sentinel in options.get("SENTINELS") or ()]
+        redis_options = {
+            "SOCKET_CONNECT_TIMEOUT": connect_timeout,
+            "SOCKET_TIMEOUT": socket_timeout,
+            # Reaches every Connection of the pool (django-redis passes these to ConnectionPool.from_url).
+            "CONNECTION_POOL_KWARGS": {"retry": no_retry(), "retry_on_error": []},
+            "IGNORE_EXCEPTIONS": False,  # we need the failure to switch stores
+        }
+        if self.sentinels:
+            redis_options.update(
+                sentinel_options(
+                    self.sentinels, connect_timeout=connect_timeout, socket_timeout=socket_timeout, retry=no_retry()
+                )
+            )
+        # django-redis with django-prometheus's get/hit/miss/fail counts
+        self._redis = CountedRedisCache(self.location, {**shared, "OPTIONS": redis_options})
         interval = float(options.get("PROBE_INTERVAL", DEFAULT_PROBE_INTERVAL))
-        self.circuit = circuit_for(
-            self.location, lambda: RedisCircuit(redis_name(self.location), self._probe, interval=interval)
-        )
+        self.circuit = circuit_for(self.location, lambda: RedisCircuit(self.name, self._probe, interval=interval))
+
+    @property
+    def name(self) -> str:
+        """What logs and health call the store: ``host:port/db``, or the Sentinels' master; never a password."""
+        if self.sentinels:
+            listed = ",".join(f"{host}:{port}" for host, port in self.sentinels)
+            return f"sentinel master {master_name(self.location)} ({listed})"
+        return redis_name(self.location)
 
     # ---- which store ------------------------------------------------------------------------------------------
 
     def _probe(self) -> None:
-        """PING on a connection of its own (same short timeouts, no retries); then drop the pool's idle
-        connections, which point at the Redis that went away."""
-        client = redis.Redis.from_url(
-            self.location,
-            socket_connect_timeout=self.connect_timeout,
-            socket_timeout=self.socket_timeout,
-            retry=no_retry(),
-        )
-        try:
-            client.ping()
-        finally:
-            client.close()
+        """PING on a connection of its own (same short timeouts, no retries) -- to the master the Sentinels name
+        now, with Sentinels; then drop the pool's idle connections, which point at the Redis that went away."""
+        if self.sentinels:
+            sentinel_ping(
+                self.sentinels,
+                self.location,
+                connect_timeout=self.connect_timeout,
+                socket_timeout=self.socket_timeout,
+                retry=no_retry(),
+            )
+        else:
+            client = redis.Redis.from_url(
+                self.location,
+                socket_connect_timeout=self.connect_timeout,
+                socket_timeout=self.socket_timeout,
+                retry=no_retry(),
+            )
+            try:
+                client.ping()
+            finally:
+                client.close()
         if self._redis is not None:
             self._redis.client.get_client(write=True).connection_pool.disconnect(inuse_connections=False)
 

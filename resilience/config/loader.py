@@ -10,6 +10,7 @@ Nothing here opens a connection.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -71,7 +72,8 @@ class Config:
     allowed_hosts: list[str]
     ssl_redirect: bool
     proxy_ssl_header: tuple[str, str] | None
-    redis_url: str | None
+    redis_url: str | None  # with Sentinels: redis://<master name>/0, the location django-redis's Sentinel pool takes
+    redis_sentinels: list[tuple[str, int]]  # empty: REDIS_URL (or no Redis)
     payment_gateway_url: str | None
     payment_gateway: dict[str, Any]  # timeouts and breaker settings, see _payment_gateway
     otlp_endpoints: list[str]
@@ -124,6 +126,33 @@ def environment() -> dict[str, str]:
     A ``DOTENV_FILE`` that names no file is kept visible: :func:`load_config` reports it.
     """
     return _read_environment()[0]
+
+
+_SENTINEL_MASTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _redis_sentinels(reader: EnvReader) -> list[tuple[str, int]]:
+    """REDIS_SENTINELS as (host, port) pairs; REDIS_SENTINEL_MASTER checked (it becomes the location's host)."""
+    sentinels: list[tuple[str, int]] = []
+    for item in reader.items("REDIS_SENTINELS"):
+        host, _, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            reader.error(
+                "REDIS_SENTINELS",
+                f"{item!r} is not host:port; give each Sentinel as host:port (e.g. 10.0.0.5:26379), comma-separated.",
+            )
+            return []
+        sentinels.append((host, int(port)))
+    master = reader.text("REDIS_SENTINEL_MASTER") or ""
+    if sentinels and not _SENTINEL_MASTER_NAME.match(master):
+        reader.error(
+            "REDIS_SENTINEL_MASTER",
+            "is not a Sentinel master name Bulwark accepts: letters, digits, '.', '_' or '-', up to 64 characters "
+            "(the name in the Sentinels' `sentinel monitor <name> ...` line).",
+        )
+        return []
+    return sentinels
 
 
 def _proxy_ssl_header(reader: EnvReader) -> tuple[str, str] | None:
@@ -229,6 +258,13 @@ def _spof_warnings(reader: EnvReader, config: Config) -> None:
         )
     if not config.redis_url:
         reader.warning("REDIS_URL", "not set: rate limits and the cache live in each process's memory only.", spof=True)
+    elif len(config.redis_sentinels) == 1:
+        reader.warning(
+            "REDIS_SENTINELS",
+            "names one Sentinel: it is a single point of failure of its own, and one Sentinel cannot reach a quorum "
+            "to fail the master over. Run at least three, on separate hosts.",
+            spof=True,
+        )
     if not config.otlp_endpoints:
         reader.warning("OTEL_EXPORTER_OTLP_ENDPOINTS", "not set: no traces are exported.", spof=True)
 
@@ -267,6 +303,15 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     primary, replicas = read_databases(reader, connect_timeout)
 
     redis_url = reader.url("REDIS_URL", {"redis", "rediss", "unix"}, "redis://host:6379/0")
+    redis_sentinels = _redis_sentinels(reader)
+    if redis_sentinels:
+        if reader.raw("REDIS_URL"):
+            reader.error(
+                "REDIS_SENTINELS",
+                "is set together with REDIS_URL; give one: REDIS_URL for one Redis, REDIS_SENTINELS (and "
+                "REDIS_SENTINEL_MASTER) to follow the master the Sentinels name.",
+            )
+        redis_url = f"redis://{reader.text('REDIS_SENTINEL_MASTER') or 'mymaster'}/0"
     gateway = reader.url("PAYMENT_GATEWAY_URL", {"http", "https"}, "https://payments.example.com")
     django_env, env_is_valid = reader.choice("DJANGO_ENV")
     debug = reader.boolean("DEBUG")
@@ -303,6 +348,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         ssl_redirect=reader.boolean("SECURE_SSL_REDIRECT") and django_env == "production",
         proxy_ssl_header=_proxy_ssl_header(reader),
         redis_url=redis_url,
+        redis_sentinels=redis_sentinels,
         payment_gateway_url=gateway.rstrip("/") if gateway else None,
         payment_gateway=_payment_gateway(reader),
         otlp_endpoints=_telemetry_endpoints(reader),

@@ -134,6 +134,21 @@ SCHEMA: tuple[Var, ...] = (
         secret=True,
     ),
     Var(
+        "REDIS_SENTINELS",
+        "list",
+        "optional",
+        "rateLimit",
+        "Comma-separated host:port of Redis Sentinels, instead of REDIS_URL: Bulwark uses the master they name.",
+    ),
+    Var(
+        "REDIS_SENTINEL_MASTER",
+        "str",
+        "optional",
+        "rateLimit",
+        "The name the Sentinels monitor the master under (with REDIS_SENTINELS).",
+        default="mymaster",
+    ),
+    Var(
         "OTEL_EXPORTER_OTLP_ENDPOINTS",
         "list",
         "recommended",
@@ -307,7 +322,10 @@ SCHEMA: tuple[Var, ...] = (
         "duration",
         "optional",
         "database",
-        "Deadline for one query: a statement still running then is cancelled (a node that answers stays up); if the cancel does not take within 0.5 s the connection is cut and the node marked down (a hung node).",
+        (
+            "Deadline for one query: a statement still running then is cancelled (a node that answers stays up); "
+            "if the cancel does not take within 0.5 s the connection is cut and the node marked down (a hung node)."
+        ),
         default="5s",
     ),
     Var(

@@ -99,7 +99,16 @@ def _serving(config: Config, report: AreaReport) -> None:
 
 def _rate_limit(config: Config, report: AreaReport) -> None:
     report.add("ok", "RATELIMIT_ENABLED", "limits on" if config.ratelimit_enabled else "limits OFF (load tests only)")
-    if config.redis_url:
+    if config.redis_sentinels:
+        count = len(config.redis_sentinels)
+        report.add(
+            "ok" if count >= 3 else "warning",
+            "REDIS_SENTINELS",
+            f"{count} Sentinel(s) name the master; a failover is followed without a restart (counted in memory "
+            "while no master is named)" + ("" if count >= 3 else "; run at least three for a quorum"),
+        )
+        report.detail = "Redis behind Sentinels; when it fails, each worker counts in its own memory until it is back"
+    elif config.redis_url:
         report.add(
             "ok",
             "REDIS_URL",
