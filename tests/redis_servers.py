@@ -128,8 +128,9 @@ class SentinelSet:
         # Unique: django-redis keeps its connection pools in a class-level dict keyed by the location, so a second
         # set under the same name in one process would get the first one's pool (and its Sentinels).
         self.master_name = f"bulwark-test-{uuid.uuid4().hex[:8]}"
-        self.master = RedisProcess()
-        self.replica = RedisProcess("--replicaof", "127.0.0.1", "")  # the port is filled in by start()
+        # In the test's directory: a replica writes the master's snapshot to its working directory.
+        self.master = RedisProcess("--dir", str(directory))
+        self.replica = RedisProcess("--dir", str(directory), "--replicaof", "127.0.0.1", "")  # port set by start()
         self.directory = directory
         self.down_after_ms = down_after_ms
         self.ports = [free_port() for _ in range(3)]
