@@ -35,6 +35,10 @@ SIGSTOP/SIGCONT duty cycle run by :mod:`devstack.throttle` --, resume, promote, 
 lock, ports; the base of both), :mod:`devstack.postgres` (one PostgreSQL node, the initdb template),
 :mod:`devstack.redis`, :mod:`devstack.procs` (run-as-postgres, /proc, signals, ports), :mod:`devstack.__main__`
 (CLI), :mod:`devstack.fake_gateway` (a fake payment gateway for tests).
+
+``python -m devstack ha ...`` (:mod:`devstack.ha`) is a separate, production-shaped topology: etcd, three
+Patroni-managed PostgreSQL nodes, Redis + three Sentinels, HAProxy and two app hosts, with durable settings and
+the configurations under ``deploy/`` (name ``ha``, port base 64000 by default).
 """
 
 from .procs import DevstackError

@@ -5,7 +5,8 @@ and ``delay`` in :mod:`devstack.faults`, which it inherits). Progress notes go t
 (``env`` lines, also printed by ``up``; ``status``) goes to stdout, so ``eval "$(python -m devstack up)"``
 works. A :class:`~devstack.procs.DevstackError` is printed as one paragraph, without a traceback, with exit
 status 1. ``status`` exits 1 when any node is down. ``pools ...`` runs split gunicorn pools behind HAProxy against
-the stack (:mod:`devstack.pools`).
+the stack (:mod:`devstack.pools`). ``ha ...`` runs a separate scale-out topology (Patroni, Sentinels, HAProxy, two
+app hosts; :mod:`devstack.ha`), named ``ha`` by default.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Throwaway local PostgreSQL primary + streaming replica + Redis on 127.0.0.1.",
         epilog="Ports: N = primary, N+1 = replica, N+2 = redis (N = --port-base).",
     )
-    parser.add_argument("--name", default=DEFAULT_NAME, help=f"stack name (default: {DEFAULT_NAME})")
+    # None: the command's own default (DEFAULT_NAME for the stack, "ha" for `ha`).
+    parser.add_argument("--name", default=None, help=f"stack name (default: {DEFAULT_NAME}; ha: ha)")
     parser.add_argument(
         "--port-base",
         type=int,
@@ -70,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("delay", parents=[common], help="set recovery_min_apply_delay on the replica (0 removes it)")
     d.add_argument("seconds", type=float, metavar="SECONDS")
     _add_pools_parser(sub, common)
+    from .ha import add_parser as add_ha_parser
+
+    add_ha_parser(sub, common)
     return parser
 
 
@@ -108,8 +113,12 @@ def _add_pools_parser(sub: argparse._SubParsersAction, common: argparse.Argument
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        stack = Stack(name=args.name, port_base=args.port_base)
         cmd = args.command
+        if cmd == "ha":
+            from . import ha
+
+            return ha.main(args)
+        stack = Stack(name=args.name or DEFAULT_NAME, port_base=args.port_base)
         if cmd == "up":
             sys.stdout.write(Stack.format_env(stack.up()))
         elif cmd == "down":
