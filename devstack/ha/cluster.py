@@ -220,7 +220,12 @@ class Cluster:
         password = state["passwords"][patroni.APP_USER]
         user, db, host = patroni.APP_USER, patroni.APP_DB, topo.host
         return {
-            "DATABASE_URL": f"postgresql://{user}:{password}@{host}:{topo.primary_port}/{db}?connect_timeout=2",
+            # HAProxy's primary port decides (Patroni's /primary); target_session_attrs is only a second line: a node
+            # it routes to that is read-only (a check a second behind a switchover) is refused by libpq itself.
+            "DATABASE_URL": (
+                f"postgresql://{user}:{password}@{host}:{topo.primary_port}/{db}"
+                "?connect_timeout=2&target_session_attrs=read-write"
+            ),
             "DATABASE_REPLICA_URLS": f"postgresql://{user}:{password}@{host}:{topo.replicas_port}/{db}",
             "REDIS_SENTINELS": ",".join(f"{host}:{topo.sentinel_port(node)}" for node in SENTINELS),
             "REDIS_SENTINEL_MASTER": sentinel.MASTER_NAME,

@@ -117,7 +117,9 @@ def test_up_gives_one_leader_two_streaming_replicas_redis_pair_and_sentinels(top
 def test_env_parses_and_haproxy_routes_writes_and_reads(topology: dict[str, str]) -> None:
     env = parse_env(ha("env").stdout)
     assert env == topology
-    assert env["DATABASE_URL"].endswith(f"@127.0.0.1:{PORT_BASE}/bulwark?connect_timeout=2")
+    assert env["DATABASE_URL"].endswith(
+        f"@127.0.0.1:{PORT_BASE}/bulwark?connect_timeout=2&target_session_attrs=read-write"
+    )
     assert env["DATABASE_REPLICA_URLS"].endswith(f"@127.0.0.1:{PORT_BASE + 1}/bulwark")
     assert env["REDIS_SENTINELS"] == ",".join(f"127.0.0.1:{PORT_BASE + 50 + i}" for i in range(3))
     assert env["REDIS_SENTINEL_MASTER"] == "bulwark"
