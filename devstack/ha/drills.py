@@ -25,7 +25,8 @@ from typing import Any
 
 from ..procs import DevstackError, continue_procs, descendants, send, stop_tree
 from . import haproxy_admin, patroni, sentinel
-from .cluster import WAIT_TIMEOUT, Cluster, wait_for
+from .cluster import Cluster
+from .engines import WAIT_TIMEOUT, wait_for
 from .process import group_members, group_signal, running, wait_gone
 from .topology import APPS, PG_NODES, PROCESSES, REDIS_NODES, SENTINELS
 
