@@ -1,0 +1,5 @@
+"""``python -m bench.ha``: see :mod:`bench.ha.run`."""
+
+from bench.ha.run import main
+
+raise SystemExit(main())
