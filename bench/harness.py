@@ -7,7 +7,8 @@
   :func:`announce_code` (the code measured), :func:`load_average`.
 * Command line and results: :func:`add_common_args` (``--name``, ``--port-base``, ``--out``, ``--publish``,
   ``--report``), :func:`args_meta`, :func:`publish_report` (tables next to the raw results, the plot, with
-  ``--publish`` copied under ``docs/bench/``).
+  ``--publish`` copied under ``docs/bench/``), :func:`publish_run` (the same from a run's ``report`` module,
+  with its ``docs/benchmarks.md`` section).
 * The run itself: :func:`run_bench` (a benchmark's ``main``: ``--report`` re-renders, otherwise measure on
   the benchmark's own stack), :func:`teardown` (undo every step, take the stack down) and
   :func:`sigterm_as_interrupt` (SIGTERM cleans up like Ctrl-C).
@@ -199,6 +200,16 @@ def publish_report(
         shutil.copyfile(png, docs_plot)
         say(f"plot published to {docs_plot.relative_to(ROOT)}")
     say(f"tables: {out / 'report.txt'} and {out / 'report.md'}")
+
+
+def publish_run(out: Path, report: Any, docs_plot: Path, publish: bool) -> None:
+    """Render a run with its ``report`` module (``load``, ``text_report``, ``section``, ``plot``, ``docs_update``);
+    with ``publish`` also its plot under docs/ and its section of docs/benchmarks.md."""
+    run = report.load(out)
+    publish_report(out, report.text_report(run), report.section(run), lambda p: report.plot(run, p), docs_plot, publish)
+    if publish:
+        report.docs_update(run, ROOT / "docs" / "benchmarks.md")
+        say("section published to docs/benchmarks.md")
 
 
 # ----------------------------------------------------------------------------------------------------------

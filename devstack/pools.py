@@ -37,7 +37,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -57,6 +56,7 @@ from resilience.serving.haproxy import (
     render,
 )
 
+from .haproxy_socket import admin_command
 from .procs import LOOPBACK, DevstackError, alive, port_holder, port_in_use, proc_info, with_log
 from .stack import Stack
 
@@ -369,7 +369,7 @@ class Pools:
 
     def haproxy_servers(self, state: Mapping[str, Any]) -> dict[tuple[str, str], str]:
         """(backend, server) -> HAProxy's status (UP, DOWN, UP 1/2, MAINT...) from its admin socket; {} if none."""
-        reply = _admin(state["haproxy"].get("socket", ""), "show stat")
+        reply = admin_command(state["haproxy"].get("socket", ""), "show stat")
         if not reply:
             return {}
         rows = csv.DictReader(io.StringIO(reply.lstrip("# ")))
@@ -559,23 +559,6 @@ def _answers(port: int, path: str, timeout: float = 1.0) -> bool:
         return False
     finally:
         connection.close()
-
-
-def _admin(path: str, command: str, timeout: float = 2.0) -> str:
-    """One command on HAProxy's admin socket; its reply ('' when the socket does not answer)."""
-    if not path:
-        return ""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall(command.encode() + b"\n")
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-    except OSError:
-        return ""
-    return b"".join(chunks).decode(errors="replace")
 
 
 def _wait_dead(proc: Proc, timeout: float) -> bool:

@@ -57,7 +57,7 @@ from bench.harness import (
     args_meta,
     load_average,
     manage,
-    publish_report,
+    publish_run,
     results_dir,
     say,
     server_env,
@@ -543,11 +543,7 @@ def measure(args: argparse.Namespace, ha: Ha, out: Path) -> None:
 
 
 def render(out: Path, publish: bool) -> None:
-    run = report.load(out)
-    publish_report(out, report.text_report(run), report.section(run), lambda p: report.plot(run, p), DOCS_PLOT, publish)
-    if publish:
-        report.docs_update(run, ROOT / "docs" / "benchmarks.md")
-        say("section published to docs/benchmarks.md")
+    publish_run(out, report, DOCS_PLOT, publish)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
