@@ -142,19 +142,28 @@ def probe(client: Client, path: str, **extra: str) -> Probe:
     return Probe(path, response.status_code, response["Content-Type"], json.loads(response.content), elapsed)
 
 
+# Readings that change from one call to the next by themselves: the ring's age (seconds since it was read) and
+# the log queue's depth (a record of the previous call may still be on its way to the sink).
+_MOMENTARY = {("ring", "jwt:ring"), ("queue", "logging:queue_depth")}
+
+
+def _momentary(entry: dict[str, Any], name: str | None = None) -> bool:
+    return (entry.get("componentId"), name or entry.get("component")) in _MOMENTARY
+
+
 def without_times(body: dict[str, Any]) -> dict[str, Any]:
-    """A body without what changes from one call to the next: when it was checked, the ring's age."""
+    """A body without what changes from one call to the next: when it was checked, momentary readings."""
     text = json.dumps(body, sort_keys=True)
     clean = json.loads(text)
     clean.pop("checked_at", None)
-    for entries in clean.get("checks", {}).values():
+    for name, entries in clean.get("checks", {}).items():
         for entry in entries:
             entry.pop("time", None)
-            if entry.get("componentId") == "ring":
-                entry.pop("observedValue", None)  # seconds since the ring was read
+            if _momentary(entry, name):
+                entry.pop("observedValue", None)
     for area in clean.get("spofs", {}).get("status", {}).values():
         for component in area["components"]:
-            if component["componentId"] == "ring":
+            if _momentary(component):
                 component.pop("observedValue", None)
     return clean
 
