@@ -1,0 +1,5 @@
+"""``python -m bench.hotpaths``: see :mod:`bench.hotpaths.run`."""
+
+from bench.hotpaths.run import main
+
+raise SystemExit(main())
