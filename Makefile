@@ -19,3 +19,12 @@ stop:  ## stop the server started by `make run` and the local stack (data kept)
 
 lint: bootstrap  ## ruff, and the import contracts (shop -> resilience -> core)
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports --no-cache --no-logo
+
+.PHONY: drill
+drill: bootstrap  ## the resilience drill: own stack + gunicorn, the seed's five criteria under load, PASS/FAIL (ARGS="--phases redis jwt")
+	@.venv/bin/python -m bench.drill $(ARGS)
+
+.PHONY: bench
+BENCH ?= hotpaths failover jwt serving observability
+bench: bootstrap  ## benchmarks, each rewriting only its own part of docs/benchmarks.md (~1.5 h; a subset: BENCH="hotpaths jwt")
+	@set -e; for b in $(BENCH); do echo "== python -m bench.$$b --publish"; .venv/bin/python -m bench.$$b --publish; done
