@@ -125,6 +125,11 @@ class NodeRegistry:
     def may_connect(self, alias: str) -> bool:
         """Whether a request may open a connection to the node: reachable, and not suspect (a probe overdue)."""
         self._follow_trips()
+        return self.answering(alias)
+
+    def answering(self, alias: str) -> bool:
+        """:meth:`may_connect` as this process sees it now, without reading the fleet's trips: no I/O (the query
+        watchdog's thread asks it at a deadline and must never wait on Redis)."""
         with self._lock:
             state = self._states.get(alias)  # an alias this registry does not know (a test's) is not guarded
             suspect = self._suspect(alias)

@@ -102,7 +102,7 @@ class _Canceller:
     def at_deadline(self, guard: _StatementGuard, alias: str) -> bool:
         """The node deadline passed: cancel (the watchdog cuts the socket if that does not take) -- unless the
         node is down or suspect, when there is nobody to ask and the cut comes at once."""
-        if not registry().may_connect(alias):
+        if not registry().answering(alias):
             return False
         return self.send(guard, DEADLINE)
 

@@ -229,10 +229,10 @@ def test_a_statement_past_its_deadline_on_a_suspect_node_is_cut_at_once(locked_p
     """Nobody to ask: a node that turned suspect while the statement ran gets no cancel request; its statement is
     cut at the deadline (and the node marked down by the cut, as before the cancel existed)."""
     nodes = registry()
-    may_connect = nodes.may_connect
+    answering = nodes.answering
     suspect = threading.Event()
     monkeypatch.setattr(
-        nodes, "may_connect", lambda alias: not (alias == PRIMARY and suspect.is_set()) and may_connect(alias)
+        nodes, "answering", lambda alias: not (alias == PRIMARY and suspect.is_set()) and answering(alias)
     )
     threading.Timer(0.25, suspect.set).start()  # after the statement was sent, before its 0.5 s deadline
     try:
