@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.stats import quantile
 from core.docs import between_markers
 
 MARKER = "bench-drill"
@@ -94,11 +95,6 @@ def label(r: dict[str, Any]) -> str:
     if r["status"] == 0:
         return "no answer (timeout)" if r["error"] == "timeout" else f"no answer ({r['error'] or 'connection'})"
     return f"{r['status']} {r['code']}".strip()
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def ms(v: float | None) -> str:

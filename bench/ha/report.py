@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.stats import quantile
 from core.docs import between_markers
 
 MARKER = "bench-ha"
@@ -64,11 +65,6 @@ def label(r: dict[str, Any]) -> str:
     if r["status"] == 0:
         return "no answer (timeout)" if r["error"] == "timeout" else "no answer (connection)"
     return f"{r['status']} {r['code']}".strip()
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def _f(v: float | None, digits: int = 0) -> str:

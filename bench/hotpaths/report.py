@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.hotpaths import profile
+from bench.stats import median as _median
+from bench.stats import quantile
 from core.docs import between_markers
 
 CONFIGS = ("off", "on-nolimits", "on")
@@ -91,16 +92,6 @@ def scan_log(path: Path) -> dict[str, int]:
         "worker_timeouts": text.count("WORKER TIMEOUT"),
         "shed": text.count("serving_shed"),
     }
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-def _median(values: list[float]) -> float:
-    values = [v for v in values if v == v]
-    return statistics.median(values) if values else float("nan")
 
 
 def rounds(run: Run) -> list[int]:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench.stats import median as _median
+from bench.stats import quantile
+from bench.stats import read_jsonl as _jsonl
 
 VARIANTS = ("bulkheaded", "undivided")
 PHASES = ("unloaded", "flood")
@@ -34,10 +37,6 @@ class Run:
     meta: dict[str, Any]
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
 def load(path: Path) -> Run:
     return Run(
         path,
@@ -55,16 +54,6 @@ def scan_log(path: Path) -> dict[str, int]:
         "worker_timeouts": text.count("WORKER TIMEOUT"),
         "db_node_down": text.count("db_node_down"),
     }
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-def _median(values: list[float]) -> float:
-    values = [v for v in values if v == v]
-    return statistics.median(values) if values else float("nan")
 
 
 def _rounds(run: Run) -> list[int]:
