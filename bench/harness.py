@@ -6,9 +6,10 @@
 * The stack and the machine: :func:`fresh_stack` (``down`` + ``up``), :func:`git_state` /
   :func:`announce_code` (the code measured), :func:`load_average`.
 * Command line and results: :func:`add_common_args` (``--name``, ``--port-base``, ``--out``, ``--publish``,
-  ``--report``), :func:`args_meta`, :func:`publish_report` (tables next to the raw results, the plot, with
-  ``--publish`` copied under ``docs/bench/``), :func:`publish_run` (the same from a run's ``report`` module,
-  with its ``docs/benchmarks.md`` section).
+  ``--report``), :func:`args_meta`, :func:`command_line` (how the run was started, for its report),
+  :func:`publish_report` (tables next to the raw results, the plot, with ``--publish`` copied under
+  ``docs/bench/``), :func:`publish_run` (the same from a run's ``report`` module, with its section of
+  ``docs/benchmarks.md``: :func:`docs_update` rewrites only the block between the benchmark's markers).
 * The run itself: :func:`run_bench` (a benchmark's ``main``: ``--report`` re-renders, otherwise measure on
   the benchmark's own stack), :func:`teardown` (undo every step, take the stack down) and
   :func:`sigterm_as_interrupt` (SIGTERM cleans up like Ctrl-C).
@@ -22,6 +23,7 @@ import argparse
 import contextlib
 import hashlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -35,6 +37,7 @@ from typing import Any
 
 import requests
 
+from core.docs import between_markers
 from devstack import DevstackError, Stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,6 +185,11 @@ def args_meta(args: argparse.Namespace) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
 
 
+def command_line(prog: str) -> str:
+    """The command that started this run (``python -m <prog> <its arguments>``), for the report to quote."""
+    return shlex.join(["python", "-m", prog, *sys.argv[1:]])
+
+
 def publish_report(
     out: Path, text: str, markdown: str, plot: Callable[[Path], Path], docs_plot: Path, publish: bool
 ) -> None:
@@ -202,14 +210,24 @@ def publish_report(
     say(f"tables: {out / 'report.txt'} and {out / 'report.md'}")
 
 
+def docs_update(docs: Path, marker: str, content: str) -> None:
+    """``docs`` with the block between ``<!-- marker -->`` and ``<!-- /marker -->`` replaced by ``content``
+    (the markers appended at the end first if absent); the rest of the page is left as it is."""
+    text = docs.read_text()
+    if f"<!-- {marker} -->\n" not in text or f"<!-- /{marker} -->" not in text:
+        text = text.rstrip("\n") + f"\n\n<!-- {marker} -->\n<!-- /{marker} -->\n"
+    docs.write_text(between_markers(text, marker, content))
+
+
 def publish_run(out: Path, report: Any, docs_plot: Path, publish: bool) -> None:
-    """Render a run with its ``report`` module (``load``, ``text_report``, ``section``, ``plot``, ``docs_update``);
+    """Render a run with its ``report`` module (``MARKER``, ``load``, ``text_report``, ``section``, ``plot``);
     with ``publish`` also its plot under docs/ and its section of docs/benchmarks.md."""
     run = report.load(out)
-    publish_report(out, report.text_report(run), report.section(run), lambda p: report.plot(run, p), docs_plot, publish)
+    section = report.section(run)
+    publish_report(out, report.text_report(run), section, lambda p: report.plot(run, p), docs_plot, publish)
     if publish:
-        report.docs_update(run, ROOT / "docs" / "benchmarks.md")
-        say("section published to docs/benchmarks.md")
+        docs_update(ROOT / "docs" / "benchmarks.md", report.MARKER, section)
+        say(f"section published to docs/benchmarks.md (between the {report.MARKER} markers)")
 
 
 # ----------------------------------------------------------------------------------------------------------

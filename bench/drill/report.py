@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import quantile
-from core.docs import between_markers
 
 MARKER = "bench-drill"
 LOAD = ("read", "write", "auth")
@@ -600,14 +599,6 @@ def section(run: Run) -> str:
         "",
     ]
     return "\n".join(out)
-
-
-def docs_update(run: Run, path: Path) -> None:
-    """The section between ``<!-- bench-drill -->`` and ``<!-- /bench-drill -->`` (appended at the end if absent)."""
-    text = path.read_text()
-    if f"<!-- {MARKER} -->\n" not in text or f"<!-- /{MARKER} -->" not in text:
-        text = text.rstrip("\n") + f"\n\n<!-- {MARKER} -->\n<!-- /{MARKER} -->\n"
-    path.write_text(between_markers(text, MARKER, section(run)))
 
 
 # ----------------------------------------------------------------------------------------------------------

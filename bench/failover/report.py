@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+MARKER = "bench-failover"
+X = "\u00d7"
 OUTCOMES = ("ok", "4xx", "read_only_mode", "outcome_unknown", "unavailable", "5xx", "timeout", "conn_error")
 FAILED_CONNECTION = ("timeout", "conn_error")
 EXPECTED_503 = ("read_only_mode", "outcome_unknown")
@@ -70,7 +72,15 @@ class Run:
     loadavg: dict[str, list[float]]
 
 
-def load(folder: Path) -> list[Run]:
+@dataclass
+class Result:
+    """A whole run: its ``meta.json`` and one :class:`Run` per mode."""
+
+    meta: dict[str, Any]
+    modes: list[Run]
+
+
+def load(folder: Path) -> Result:
     meta = json.loads((folder / "meta.json").read_text())
     records: dict[str, list[dict[str, Any]]] = {}
     with (folder / "requests.jsonl").open() as f:
@@ -79,10 +89,11 @@ def load(folder: Path) -> list[Run]:
             if record.get("status") is not None:
                 record["outcome"] = outcome_of(record["status"], record.get("code") or "")
             records.setdefault(record["mode"], []).append(record)
-    return [
+    modes = [
         Run(mode, m["phases"], m["events"], records.get(mode, []), m.get("log_findings", {}), m.get("loadavg", {}))
         for mode, m in meta["modes"].items()
     ]
+    return Result(meta, modes)
 
 
 def longest_dip(records: list[dict[str, Any]], start: float, end: float) -> tuple[float, float]:
@@ -359,6 +370,131 @@ def markdown_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def text_report(result: Result) -> str:
+    return text_table(result.modes)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The section of docs/benchmarks.md, with the issue's targets (reported, not asserted)
+# ----------------------------------------------------------------------------------------------------------
+
+READ_P99_TARGET = 0.1  # GET p99 while the replica is hung, resilient ÷ naive
+REFUSAL_P99_TARGET = 0.100  # seconds: writes refused during a primary outage, after the first refusal
+PRIMARY_OUTAGES = ("primary_hung", "primary_killed", "promoted")
+
+
+def _span(run: Run, name: str) -> dict[str, Any] | None:
+    return next((p for p in run.phases if p["name"] == name), None)
+
+
+def _read_p99(run: Run, name: str) -> float | None:
+    return percentile([r["latency"] for r in run.records if r["phase"] == name and r["kind"] == "read"], 99)
+
+
+def refusals_after_first(run: Run, name: str) -> list[float]:
+    """Latencies of the writes of phase ``name`` sent while the primary was out, after the first refusal.
+
+    The window opens when the first ``503 read_only_mode`` of the phase was answered (the writes already in
+    flight then waited for the fault to be noticed: that is the detection, not the refusal) and closes at the
+    phase's second event (the replica promoted), or the phase's end.
+    """
+    span = _span(run, name)
+    if span is None:
+        return []
+    writes = [r for r in run.records if r["phase"] == name and r["kind"] == "write"]
+    refused = [r["t"] + r["latency"] for r in writes if r["outcome"] == "read_only_mode"]
+    if not refused:
+        return []
+    events = [e["t"] for e in run.events if span["start"] <= e["t"] < span["end"]]
+    closes = events[1] if len(events) > 1 else span["end"]
+    return [r["latency"] for r in writes if min(refused) <= r["t"] < closes]
+
+
+def target_rows(result: Result) -> list[list[str]]:
+    """The issue's failover targets: what was measured, and whether it was met."""
+    by_mode = {run.mode: run for run in result.modes}
+    resilient, naive = by_mode.get("resilient"), by_mode.get("naive")
+    if resilient is None:
+        return []
+    rows = []
+    faults = [p["name"] for p in resilient.phases if p.get("fault")]
+    reads = [r for r in resilient.records if r["phase"] in faults and r["kind"] == "read"]
+    failed = sum(r["outcome"] != "ok" for r in reads)
+    rows.append(
+        [
+            "0 failed GETs through every single-node fault",
+            f"{failed} of {len(reads)} GETs in the {len(faults)} fault phases",
+            "met" if failed == 0 else "**missed**",
+        ]
+    )
+    if naive is not None and _span(resilient, "replica_hung") and _span(naive, "replica_hung"):
+        res, nai = _read_p99(resilient, "replica_hung"), _read_p99(naive, "replica_hung")
+        if res is not None and nai:
+            rows.append(
+                [
+                    f"GET p99 while the replica is hung ≤ {READ_P99_TARGET:g} {X} naive",
+                    f"{res / nai:.2f} ({_ms(res)} ÷ {_ms(nai)} ms)",
+                    "met" if res / nai <= READ_P99_TARGET else "**missed**",
+                ]
+            )
+    for name in PRIMARY_OUTAGES:
+        span = _span(resilient, name)
+        latencies = refusals_after_first(resilient, name)
+        if span is None or not latencies:
+            continue
+        p99 = percentile(latencies, 99) or 0.0  # never None: latencies is not empty
+        rows.append(
+            [
+                f"{span['title']}: writes refused in ≤ {REFUSAL_P99_TARGET * 1000:.0f} ms p99 after the first",
+                f"p99 {_ms(p99)} ms over {len(latencies)} writes",
+                "met" if p99 <= REFUSAL_P99_TARGET else "**missed**",
+            ]
+        )
+    return rows
+
+
+def section(result: Result) -> str:
+    """The run's part of docs/benchmarks.md: when, on what, the exact command, the tables, the targets, the plot."""
+    meta = result.meta
+    args = meta["args"]
+    commits = sorted({m.get("git", {}).get("commit", "?")[:7] for m in meta["modes"].values()})
+    loads = "; ".join(
+        f"{run.mode} {run.loadavg.get('before', ['?'])[0]} → {run.loadavg.get('after', ['?'])[0]}"
+        for run in result.modes
+    )
+    dirty = sorted({f for m in meta["modes"].values() for f in m.get("git", {}).get("changed_files", [])})
+    lines = [
+        f"### Results ({meta['created'][:16].replace('T', ' ')} UTC, commit `{', '.join(commits)}`)",
+        "",
+        f"Command: `{meta.get('command', 'python -m bench.failover --publish')}` — {meta.get('cpus', '?')} CPUs, "
+        f"shared (1-minute load average before → after, per mode: {loads})"
+        + (f"; uncommitted changes to {', '.join(dirty)}" if dirty else "")
+        + f". {args['threads']} client threads at {args['rate']:g} requests/s in all, "
+        f"{args['write_share']:.0%} writes, {args['phase_seconds']:g} s per phase after {args['warmup']:g} s of "
+        f"warm-up; gunicorn 2 workers {X} 4 threads. Nothing is pinned: the server, the stack and the paced "
+        "client share both cores.",
+        "",
+        "**Targets** (reported, not asserted):",
+        "",
+        "| target | measured (resilient) | |",
+        "|---|---|---|",
+        *(f"| {' | '.join(row)} |" for row in target_rows(result)),
+        "",
+        markdown_table(result.modes),
+        "",
+        "Gunicorn logs: "
+        + "; ".join(
+            f"{run.mode} {', '.join(f'{k} {v}' for k, v in run.log_findings.items()) or 'nothing'}"
+            for run in result.modes
+        )
+        + ".",
+        "",
+        "![Latency over time, resilient and naive, with the fault phases shaded](bench/failover_latency.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 _ACCESS_STATUS = re.compile(r'" (\d{3}) ')
 
 
@@ -433,7 +569,7 @@ def _shade(ax: Any, phases: list[dict[str, Any]], events: list[dict[str, Any]], 
         ax.axvline(event["t"], color="#d62728", lw=0.8, ls="--", alpha=0.7)
 
 
-def plot(runs: list[Run], path: Path) -> Path:
+def plot(result: Result, path: Path) -> Path:
     """Latency over time, one panel per mode, plus answered requests per second of both modes overlaid.
 
     Each request is a point at the time it was sent; phases are shaded and named, fault events dashed, and a
@@ -444,6 +580,7 @@ def plot(runs: list[Run], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    runs = result.modes
     phases = max((len(run.phases) for run in runs), default=1)
     fig, axes = plt.subplots(
         len(runs) + 1,

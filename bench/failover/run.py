@@ -52,11 +52,12 @@ from bench.harness import (
     announce_code,
     args_meta,
     bench_stack,
+    command_line,
     free_port,
     fresh_stack,
     load_average,
     manage,
-    publish_report,
+    publish_run,
     results_dir,
     say,
     server_env,
@@ -446,6 +447,7 @@ def save(out: Path, results: list[ModeResult], args: argparse.Namespace) -> None
     meta = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "args": args_meta(args),
+        "command": command_line("bench.failover"),
         "client_timeout": CLIENT_TIMEOUT,
         "cpus": os.cpu_count(),
         "modes": {
@@ -463,15 +465,7 @@ def save(out: Path, results: list[ModeResult], args: argparse.Namespace) -> None
 
 
 def render(out: Path, publish: bool) -> None:
-    runs = report.load(out)
-    publish_report(
-        out,
-        report.text_table(runs),
-        report.markdown_table(runs),
-        lambda png: report.plot(runs, png),
-        DOCS_PLOT,
-        publish,
-    )
+    publish_run(out, report, DOCS_PLOT, publish)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import quantile
-from core.docs import between_markers
 
 MARKER = "bench-ha"
 CLASSES = ("read", "write", "auth")
@@ -520,14 +519,6 @@ def section(run: Run) -> str:
         "",
     ]
     return "\n".join(out)
-
-
-def docs_update(run: Run, docs: Path) -> None:
-    """The section between ``<!-- bench-ha -->`` and ``<!-- /bench-ha -->`` (appended at the end if absent)."""
-    text = docs.read_text()
-    if f"<!-- {MARKER} -->\n" not in text or f"<!-- /{MARKER} -->" not in text:
-        text = text.rstrip("\n") + f"\n\n<!-- {MARKER} -->\n<!-- /{MARKER} -->\n"
-    docs.write_text(between_markers(text, MARKER, section(run)))
 
 
 # ----------------------------------------------------------------------------------------------------------

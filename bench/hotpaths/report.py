@@ -28,7 +28,6 @@ from typing import Any
 from bench.hotpaths import profile
 from bench.stats import median as _median
 from bench.stats import quantile
-from core.docs import between_markers
 
 CONFIGS = ("off", "on-nolimits", "on")
 LAYER = ("on-nolimits", "on")
@@ -536,15 +535,6 @@ def section(run: Run) -> str:
         "",
     ]
     return "\n".join(parts)
-
-
-def docs_update(run: Run, docs: Path) -> None:
-    """The section between ``<!-- bench-hotpaths -->`` and ``<!-- /bench-hotpaths -->`` (appended at the end if
-    absent); the rest of the page is left as it is."""
-    text = docs.read_text()
-    if f"<!-- {MARKER} -->\n" not in text or f"<!-- /{MARKER} -->" not in text:
-        text = text.rstrip("\n") + f"\n\n<!-- {MARKER} -->\n<!-- /{MARKER} -->\n"
-    docs.write_text(between_markers(text, MARKER, section(run)))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from bench.harness import (
     add_common_args,
     announce_code,
     args_meta,
+    command_line,
     free_port,
     fresh_stack,
     load_average,
@@ -321,7 +322,7 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
     load_after = load_average()
     meta: dict[str, Any] = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench.hotpaths " + " ".join(sys.argv[1:]),
+        "command": command_line("bench.hotpaths"),
         "args": args_meta(args),
         "configs": {c: {"settings": SETTINGS[c][0], "wsgi": SETTINGS[c][1]} for c in CONFIGS},
         "settings": {

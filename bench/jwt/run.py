@@ -54,9 +54,10 @@ from bench.harness import (
     add_common_args,
     announce_code,
     args_meta,
+    command_line,
     fresh_stack,
     load_average,
-    publish_report,
+    publish_run,
     run_bench,
     say,
 )
@@ -402,16 +403,14 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
         "loadavg": {"before": load_before, "after": load_after},
         "machine": machine(),
         "git": code,
+        "command": command_line("bench.jwt"),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
 def render(out: Path, publish: bool) -> None:
-    run = report.load(out)
-    publish_report(
-        out, report.text_table(run), report.markdown(run), lambda png: report.plot(run, png), DOCS_PLOT, publish
-    )
+    publish_run(out, report, DOCS_PLOT, publish)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

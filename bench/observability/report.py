@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+MARKER = "bench-observability"
 MODES = ("baseline", "stalled_log_sink", "dead_collector", "hung_collector")
 TITLES = {
     "baseline": "baseline (disk and both collectors fine)",
@@ -137,11 +138,34 @@ def text_table(run: Run) -> str:
     return "\n".join([machine_line(run), *lines])
 
 
-def markdown(run: Run) -> str:
+def text_report(run: Run) -> str:
+    return text_table(run)
+
+
+def section(run: Run) -> str:
+    """The run's part of docs/benchmarks.md (the description and the reading around it are written by hand)."""
     headers, body = _table(run)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
-    return "\n".join([f"Measured {machine_line(run)}.", "", *lines])
+    data = rows(run)
+    faults = data[1:]
+    worst = max(faults, key=lambda row: row.round_p99 / data[0].round_p99) if faults else data[0]
+    lines = [
+        "### Results",
+        "",
+        f"Measured {machine_line(run)}. Command: `{run.meta.get('command', 'python -m bench.observability --publish')}`"
+        "; nothing is pinned (the servers, the collectors, the stack and the sequential client share both cores).",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+        *("| " + " | ".join(r) + " |" for r in body),
+        "",
+        f"Failed requests under the three faults: {sum(row.errors for row in faults)} of "
+        f"{sum(row.n for row in faults)}. Highest p99 per round (median) against the baseline of the same rounds: "
+        f"{worst.round_p99 / data[0].round_p99:.2f} ({TITLES[worst.mode]}).",
+        "",
+        "![latency per mode and p99 per round](bench/observability_faults.png)",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def plot(run: Run, path: Path) -> Path:

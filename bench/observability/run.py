@@ -47,11 +47,12 @@ from bench.harness import (
     add_common_args,
     announce_code,
     args_meta,
+    command_line,
     free_port,
     fresh_stack,
     load_average,
     manage,
-    publish_report,
+    publish_run,
     run_bench,
     say,
     server_env,
@@ -186,6 +187,7 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
     meta = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "args": args_meta(args),
+        "command": command_line("bench.observability"),
         "workers": WORKERS,
         "endpoints": {mode: [u.replace("/v1/traces", "") for u in urls] for mode, urls in endpoints.items()},
         "evidence": proof,
@@ -200,8 +202,7 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
 
 
 def render(out: Path, publish: bool) -> None:
-    run = report.load(out)
-    publish_report(out, report.text_table(run), report.markdown(run), lambda p: report.plot(run, p), DOCS_PLOT, publish)
+    publish_run(out, report, DOCS_PLOT, publish)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+MARKER = "bench-ratelimit"
+X = "\u00d7"
 MODES = ("redis", "memory", "off")
 MODE_TITLES = {"redis": "Redis", "memory": "memory (Redis killed)", "off": "limits off"}
 ENDPOINT_TITLES = {
@@ -164,6 +166,37 @@ def text_table(run: Run) -> str:
         f"{meta['workers']} workers; load average before {meta['loadavg']['before']}, after "
         f"{meta['loadavg']['after']}; server logs {meta['log_findings']}"
     )
+    return "\n".join(lines)
+
+
+def text_report(run: Run) -> str:
+    return text_table(run)
+
+
+def section(run: Run) -> str:
+    """The run's part of docs/benchmarks.md (the description and the reading around it are written by hand)."""
+    meta = run.meta
+    dirty = meta["git"].get("changed_files") or []
+    lines = [
+        "### Results",
+        "",
+        f"Run of {meta['created'][:16].replace('T', ' ')} UTC (commit `{meta['git']['commit'][:7]}`"
+        + (f" plus uncommitted changes to {', '.join(dirty)}" if dirty else "")
+        + f"), {meta['cpus']} CPUs, shared, load average {meta['loadavg']['before'][0]} before and "
+        f"{meta['loadavg']['after'][0]} after; {meta['args']['rounds']} rounds {X} {meta['args']['requests']} "
+        f"requests per endpoint and mode, {meta['args']['calls']} in-process calls per mode and round. Command: "
+        f"`{meta.get('command', 'python -m bench.ratelimit --publish')}`. Nothing is pinned: the servers, the "
+        "stack and the sequential client share both cores. Server logs: "
+        + "; ".join(f"{name} {findings or 'nothing'}" for name, findings in meta["log_findings"].items())
+        + ".",
+        "",
+        markdown_table(run),
+        "",
+        "![Client-side latency per mode: Redis, memory (Redis killed), limits off](bench/ratelimit_cost.png)",
+        "",
+        "Boxes are quartiles, whiskers the 5th and 95th percentiles, of every request of the run.",
+        "",
+    ]
     return "\n".join(lines)
 
 

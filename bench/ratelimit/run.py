@@ -46,11 +46,12 @@ from bench.harness import (
     add_common_args,
     announce_code,
     args_meta,
+    command_line,
     free_port,
     fresh_stack,
     load_average,
     manage,
-    publish_report,
+    publish_run,
     run_bench,
     say,
     server_env,
@@ -244,6 +245,7 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
     meta = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "args": args_meta(args),
+        "command": command_line("bench.ratelimit"),
         "workers": WORKERS,
         "limit_per_minute": LIMIT,
         "endpoints": [asdict(e) for e in ENDPOINTS],
@@ -258,10 +260,7 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
 
 
 def render(out: Path, publish: bool) -> None:
-    run = report.load(out)
-    publish_report(
-        out, report.text_table(run), report.markdown_table(run), lambda png: report.plot(run, png), DOCS_PLOT, publish
-    )
+    publish_run(out, report, DOCS_PLOT, publish)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

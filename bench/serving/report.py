@@ -25,8 +25,7 @@ KINDS = ("login", "checkout")
 GOAL = 1.2
 X = "\u00d7"  # the multiplication sign, for the docs
 TITLES = {"bulkheaded": "bulkheaded (SERVING_BULKHEADS on)", "undivided": "undivided (one pool: bulkheads off)"}
-SECTION_BEGIN = "<!-- bench-serving -->"
-SECTION_END = "<!-- /bench-serving -->"
+MARKER = "bench-serving"
 
 
 @dataclass
@@ -594,7 +593,6 @@ def section(run: Run) -> str:
     admitted_conc = limits["catalog"] * serving["workers"]
     demand = flood["rate"] * budgets["catalog"]
     out: list[str] = [
-        SECTION_BEGIN,
         "## Serving bulkheads: checkout and login under a flood of stuck catalog reads (`bench/serving`)",
         "",
         "### How to run it",
@@ -795,7 +793,7 @@ def section(run: Run) -> str:
         ),
         "- Latency on an idle machine: the machine is shared and the logins' PBKDF2 alone keeps most of a core "
         "busy; absolute milliseconds move between runs, the ratios of a round much less.",
-        SECTION_END,
+        "",
     ]
     return "\n".join(out)
 
@@ -803,19 +801,6 @@ def section(run: Run) -> str:
 def _counter_line(counters: dict[str, float]) -> str:
     keys = [k for k in counters if k.startswith("catalog:")]
     return ", ".join(f"{k.split(':', 1)[1]} {counters[k]:.0f}" for k in sorted(keys)) or "-"
-
-
-def docs_update(run: Run, docs: Path) -> None:
-    """Put the section into ``docs/benchmarks.md``: replace the one there, or append it at the end."""
-    text = docs.read_text()
-    new = section(run)
-    if SECTION_BEGIN in text and SECTION_END in text:
-        before, rest = text.split(SECTION_BEGIN, 1)
-        after = rest.split(SECTION_END, 1)[1]
-        text = before + new + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + new + "\n"
-    docs.write_text(text)
 
 
 # ----------------------------------------------------------------------------------------------------------
