@@ -1,7 +1,7 @@
 """The limiter alone, in one process: ``resilience.ratelimit.policy.enforce`` timed call by call.
 
 Run by :mod:`bench.ratelimit.run` with the server's environment (``python -m bench.ratelimit.inprocess MODE
-CALLS``) while the stack's Redis is up (``redis``), killed (``memory``) or with limits off (``off``); prints
+CALLS OUT``) while the stack's Redis is up (``redis``), killed (``memory``) or with limits off (``off``); writes to OUT
 ``{"mode", "scopes": {name: [seconds, ...]}}`` as JSON. The first calls (which open the circuit in memory mode)
 are a warm-up and not reported. HTTP, Django's middleware and the view are not in the figures: this is what
 counting costs a request.
@@ -13,10 +13,11 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    mode, calls = argv[0], int(argv[1])
+    mode, calls, out = argv[0], int(argv[1]), argv[2]
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.base")
     import django
 
@@ -45,7 +46,8 @@ def main(argv: list[str]) -> int:
             enforce(request, chosen)
             timings.append(time.perf_counter() - started)
         result[name] = timings
-    json.dump({"mode": mode, "scopes": result}, sys.stdout)
+    # To a file, not stdout: the app's log records (JSON too) go to stdout.
+    Path(out).write_text(json.dumps({"mode": mode, "scopes": result}))
     return 0
 
 

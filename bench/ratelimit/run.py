@@ -30,8 +30,10 @@ import datetime as dt
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -175,8 +177,9 @@ class RedisNode:
 
 def limiter_alone(env: dict[str, str], mode: str, calls: int) -> dict[str, list[float]]:
     """Time ``enforce`` in a process of its own (see :mod:`bench.ratelimit.inprocess`)."""
+    out = Path(tempfile.mkdtemp(prefix="bench-ratelimit-")) / "inprocess.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.ratelimit.inprocess", mode, str(calls)],
+        [sys.executable, "-m", "bench.ratelimit.inprocess", mode, str(calls), str(out)],
         cwd=ROOT,
         env={**env, "DJANGO_SETTINGS_MODULE": "settings.base"},
         capture_output=True,
@@ -185,7 +188,9 @@ def limiter_alone(env: dict[str, str], mode: str, calls: int) -> dict[str, list[
     )
     if done.returncode:
         raise RuntimeError(f"bench.ratelimit.inprocess {mode} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout)["scopes"]
+    result = json.loads(out.read_text())["scopes"]
+    shutil.rmtree(out.parent, ignore_errors=True)
+    return result
 
 
 def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Callable[[], None]]) -> dict[str, Any]:
