@@ -25,6 +25,6 @@ drill: bootstrap  ## the resilience drill: own stack + gunicorn, the seed's five
 	@.venv/bin/python -m bench.drill $(ARGS)
 
 .PHONY: bench
-BENCH ?= hotpaths failover jwt serving observability
+BENCH ?= hotpaths failover jwt serving observability ratelimit
 bench: bootstrap  ## benchmarks, each rewriting only its own part of docs/benchmarks.md (~1.5 h; a subset: BENCH="hotpaths jwt")
 	@set -e; for b in $(BENCH); do echo "== python -m bench.$$b --publish"; .venv/bin/python -m bench.$$b --publish; done
