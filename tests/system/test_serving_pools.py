@@ -271,6 +271,7 @@ def test_a_dead_member_then_a_dead_pool_then_back(pools: Pools) -> None:
         # 2. The whole catalog pool crashes: the proxy answers catalog 503; log-ins and checkouts go on.
         pool_killed = time.monotonic()
         pools.run("kill", "catalog")
+        pool_gone = time.monotonic()  # every catalog member is dead from here on
         poll(lambda: get("/api/categories/").status_code == 503, 15, interval=0.1)
         time.sleep(3)
         outage = get("/api/products/", **{"X-Request-ID": "pools-outage-1"})
@@ -305,7 +306,14 @@ def test_a_dead_member_then_a_dead_pool_then_back(pools: Pools) -> None:
     )
     print(summary)
     # Reads during the pool outage: 200 until the kill, then the proxy's 503 dependency_unavailable only.
-    assert set(outage_codes) <= {(503, "dependency_unavailable")}, summary
+    # A read sent while the kill was under way may meet the members dying under it (its retries spent on members
+    # that closed without answering, or a partial answer, which is not replayed): HAProxy answers its JSON 502
+    # dependency_unavailable (seen in about 1 run in 8). Every read sent once the pool was gone gets the 503.
+    assert set(outage_codes) <= {(503, "dependency_unavailable"), (502, "dependency_unavailable")}, summary
+    sent_after = reads.between(pool_gone, restart_at)
+    after_kill = Counter((s.status, error_code(s.error)) for s in sent_after if s.status != 200)
+    assert set(after_kill) <= {(503, "dependency_unavailable")}, summary
+    assert outage_codes[(502, "dependency_unavailable")] <= 2, summary  # the 2 reader threads' reads in flight
     assert sum(outage_codes.values()) >= 10, summary
     assert after_reads and all(s.status == 200 for s in after_reads), summary
     # Log-ins and checkouts never failed, during either kill.
