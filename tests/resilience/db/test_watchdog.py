@@ -189,3 +189,22 @@ def test_a_cancel_not_worth_sending_means_the_cut_comes_at_the_deadline(session)
         conn.execute(f"SELECT pg_sleep({SLEEP})")
     watchdog.disarm(ticket)
     assert time.monotonic() - started < 0.3 + CANCEL_GRACE * 0.9
+
+
+def test_queries_that_end_in_time_do_not_wake_the_watchdog_one_by_one() -> None:
+    """A disarmed ticket stays in the heap until its deadline; the thread drops every such one it finds on top,
+    so a burst of queries that all ended in time costs a wake or two, not one per query."""
+    watchdog = QueryWatchdog()
+    watchdog.disarm(watchdog.call_after(60, lambda: None, "start the thread"))
+    time.sleep(0.05)
+    woken = watchdog.wakes
+    for _ in range(2000):
+        watchdog.disarm(watchdog.arm(-1, 0.2, "primary (test)"))
+    time.sleep(0.6)  # every deadline has passed
+    assert watchdog.wakes - woken <= 5, watchdog.wakes - woken
+    fired: list[bool] = []
+    watchdog.call_after(0.05, lambda: fired.append(True), "still armed")
+    deadline = time.monotonic() + 5
+    while not fired and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fired  # what is still armed is still kept
