@@ -28,10 +28,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from resilience.cache.circuit import REDIS_FAILURES, RedisCircuit, circuit_for
+from resilience.cache.purposes import CACHE_PROBE, purpose_for
 from resilience.cache.sentinel import master_name, sentinel_options, sentinel_ping
 from resilience.controls.state import ratelimit_force_memory
 from resilience.observability.cache import CountedMemoryCache, CountedRedisCache
-from resilience.observability.metrics import fallback_taken
+from resilience.observability.metrics import fallback_taken, redis_round_trip
 
 DEFAULT_SOCKET_TIMEOUT = 0.25
 DEFAULT_PROBE_INTERVAL = 1.0
@@ -43,6 +44,13 @@ _SHARED_PARAMS = ("KEY_PREFIX", "VERSION", "KEY_FUNCTION", "TIMEOUT")
 def no_retry() -> Retry:
     """redis-py's retry policy for "never retry": one attempt, then the error."""
     return Retry(NoBackoff(), 0)
+
+
+IN_MEMORY = object()  # FallbackCache.run_script's answer when Redis was not used
+
+
+def _first(keys: Iterable[Any]) -> Any:
+    return next(iter(keys), None)
 
 
 def redis_name(url: str) -> str:
@@ -67,6 +75,7 @@ class FallbackCache(BaseCache):
             {**shared, "OPTIONS": {"MAX_ENTRIES": options.get("MEMORY_MAX_ENTRIES", DEFAULT_MEMORY_MAX_ENTRIES)}},
         )
         self._redis: RedisCache | None = None
+        self._scripts: dict[str, Any] = {}  # Lua source -> redis-py Script (its SHA computed once)
         self.circuit: RedisCircuit | None = None
         if not self.location:
             return
@@ -105,6 +114,7 @@ class FallbackCache(BaseCache):
     def _probe(self) -> None:
         """PING on a connection of its own (same short timeouts, no retries) -- to the master the Sentinels name
         now, with Sentinels; then drop the pool's idle connections, which point at the Redis that went away."""
+        redis_round_trip(CACHE_PROBE)
         if self.sentinels:
             sentinel_ping(
                 self.sentinels,
@@ -135,8 +145,9 @@ class FallbackCache(BaseCache):
         self.circuit.note_forced(forced)
         return forced or self.circuit.is_open
 
-    def _call(self, operation: str, call: Callable[[BaseCache], Any]) -> Any:
+    def _call(self, operation: str, key: Any, call: Callable[[BaseCache], Any]) -> Any:
         if not self.uses_memory():
+            redis_round_trip(purpose_for(key))
             try:
                 return call(self._redis)  # type: ignore[arg-type]
             except REDIS_FAILURES as exc:
@@ -144,6 +155,26 @@ class FallbackCache(BaseCache):
         if self._redis is not None:
             fallback_taken("cache_memory")  # Redis configured, but this call is answered from memory
         return call(self._memory)
+
+    def run_script(self, script: str, keys: list[Any], args: list[Any], *, purpose: str) -> Any:
+        """Run a Lua script in Redis (one round trip: ``EVALSHA``, loaded again if Redis lost it) on the cache's own
+        keys (``make_key``: ``KEY_PREFIX`` and ``VERSION`` apply). Returns what the script returns, or
+        :data:`IN_MEMORY` when the cache is in memory now -- Redis is not configured, the circuit is open, the
+        operator forced memory, or this very call failed (the circuit is then open) -- and the caller counts in
+        memory instead: a script has no memory twin."""
+        if self.uses_memory():
+            return IN_MEMORY
+        redis_round_trip(purpose)
+        try:
+            client = self._redis.client.get_client(write=True)  # type: ignore[union-attr]
+            runner = self._scripts.get(script)
+            if runner is None:
+                runner = self._scripts.setdefault(script, client.register_script(script))
+            return runner(keys=[self._redis.make_key(key) for key in keys], args=args, client=client)  # type: ignore[union-attr]
+        except REDIS_FAILURES as exc:
+            self.circuit.trip(exc, "script")  # type: ignore[union-attr]
+            fallback_taken("cache_memory")
+            return IN_MEMORY
 
     def snapshot(self) -> dict[str, Any]:
         """The state as operators see it (``test_guard_rails``; health checks build on it)."""
@@ -163,44 +194,44 @@ class FallbackCache(BaseCache):
     # ---- the cache API, delegated -------------------------------------------------------------------------------
 
     def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
-        return self._call("add", lambda store: store.add(key, value, timeout, version=version))
+        return self._call("add", key, lambda store: store.add(key, value, timeout, version=version))
 
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        return self._call("get", lambda store: store.get(key, default, version=version))
+        return self._call("get", key, lambda store: store.get(key, default, version=version))
 
     def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> Any:
-        return self._call("set", lambda store: store.set(key, value, timeout, version=version))
+        return self._call("set", key, lambda store: store.set(key, value, timeout, version=version))
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
-        return self._call("touch", lambda store: store.touch(key, timeout, version=version))
+        return self._call("touch", key, lambda store: store.touch(key, timeout, version=version))
 
     def delete(self, key: Any, version: int | None = None) -> bool:
-        return self._call("delete", lambda store: store.delete(key, version=version))
+        return self._call("delete", key, lambda store: store.delete(key, version=version))
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         keys = list(keys)
-        return self._call("get_many", lambda store: store.get_many(keys, version=version))
+        return self._call("get_many", _first(keys), lambda store: store.get_many(keys, version=version))
 
     def set_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list:
-        result = self._call("set_many", lambda store: store.set_many(data, timeout, version=version))
+        result = self._call("set_many", _first(data), lambda store: store.set_many(data, timeout, version=version))
         return result or []  # django-redis returns None; Django's contract is "the keys that failed"
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
         keys = list(keys)
-        self._call("delete_many", lambda store: store.delete_many(keys, version=version))
+        self._call("delete_many", _first(keys), lambda store: store.delete_many(keys, version=version))
 
     def has_key(self, key: Any, version: int | None = None) -> bool:
-        return self._call("has_key", lambda store: store.has_key(key, version=version))
+        return self._call("has_key", key, lambda store: store.has_key(key, version=version))
 
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        return self._call("incr", lambda store: store.incr(key, delta, version=version))
+        return self._call("incr", key, lambda store: store.incr(key, delta, version=version))
 
     def decr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        return self._call("decr", lambda store: store.decr(key, delta, version=version))
+        return self._call("decr", key, lambda store: store.decr(key, delta, version=version))
 
     def clear(self) -> None:
         """Clear the store in use, and memory always (entries kept there during an outage are stale)."""
-        self._call("clear", lambda store: store.clear())
+        self._call("clear", None, lambda store: store.clear())
         self._memory.clear()
 
     def close(self, **kwargs: Any) -> None:

@@ -71,6 +71,8 @@ def primary_position() -> int | None:
 def apply_user_read_after(user_id: object) -> None:
     """Raise this request's freshness floor to the user's last write (called once the user is known)."""
     state = context.current()
+    if state is None:  # no routing here (a command, or settings without the routing middleware): nothing to raise
+        return
     lsn = user_lsn(user_id)
-    if state is not None and lsn is not None and (state.min_lsn is None or lsn > state.min_lsn):
+    if lsn is not None and (state.min_lsn is None or lsn > state.min_lsn):
         state.min_lsn = lsn

@@ -47,8 +47,10 @@ from django.core.cache.backends.base import BaseCache
 from resilience.breakers.registry import breakers_snapshot
 from resilience.cache import FallbackCache, cache_state
 from resilience.cache.circuit import REDIS_FAILURES
+from resilience.cache.purposes import WORKER_SNAPSHOTS
 from resilience.controls.state import ratelimit_force_memory, switches
 from resilience.db.nodes import registry
+from resilience.observability.metrics import redis_round_trip
 from resilience.serving.bulkheads import worker_bulkheads
 
 logger = logging.getLogger("resilience.health")
@@ -159,6 +161,7 @@ def _publish(snapshot: dict[str, Any]) -> str:
     pipe.zadd(index, {snapshot["id"]: published_at})
     pipe.zremrangebyscore(index, "-inf", f"({time.time() - SNAPSHOT_TTL_SECONDS}")  # their keys have expired
     pipe.expire(index, INDEX_TTL_SECONDS)
+    redis_round_trip(WORKER_SNAPSHOTS)
     try:
         pipe.execute()
     except REDIS_FAILURES as exc:
@@ -178,8 +181,11 @@ def workers_live(*, max_age: float = DEFAULT_MAX_AGE_SECONDS) -> Fleet:
         return _only_this_worker(reason)
     wid = worker_id()
     try:
+        redis_round_trip(WORKER_SNAPSHOTS)
         members = client.zrangebyscore(cache.make_key(INDEX_KEY), time.time() - max_age, "+inf")
         others = [member for member in (raw.decode() for raw in members) if member != wid]
+        if others:
+            redis_round_trip(WORKER_SNAPSHOTS)
         values = client.mget([cache.make_key(SNAPSHOT_KEY.format(id=other)) for other in others]) if others else []
     except REDIS_FAILURES as exc:
         _trip(cache, exc, "workers_live")

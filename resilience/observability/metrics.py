@@ -15,7 +15,10 @@ idempotency) through the small functions below and are summed over every worker,
 - ``bulwark_fallbacks_total{kind}``: ``stale_replica_read`` (primary unusable: a replica answered, maybe stale),
   ``replica_to_primary`` (no current replica: a read went to the primary), ``cache_memory`` (a cache call
   answered from process memory although Redis is configured); ``bulwark_requests_rerun_total``,
-  ``bulwark_read_only_rejections_total``, ``bulwark_idempotent_replays_total``.
+  ``bulwark_read_only_rejections_total``, ``bulwark_idempotent_replays_total``;
+- ``bulwark_redis_round_trips_total{purpose}``: every round trip the layer makes to Redis (a command, a pipeline or
+  a script is one), by what it was for (:data:`resilience.cache.purposes.PURPOSES`): what a request costs in Redis
+  is its increase over a number of requests.
 
 ``bulwark_payments_pending`` is the shop's (``shop/payments/metrics.py``): resilience never reads shop data.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import Counter, Gauge
 
@@ -73,6 +77,10 @@ FALLBACKS = Counter("bulwark_fallbacks", "Fallbacks taken, by kind (reads, or ca
 REQUESTS_RERUN = Counter("bulwark_requests_rerun", "Requests run once more after a database node failed.")
 READ_ONLY_REJECTIONS = Counter("bulwark_read_only_rejections", "Writes refused with 503 read_only_mode.")
 IDEMPOTENT_REPLAYS = Counter("bulwark_idempotent_replays", "Responses replayed for a repeated Idempotency-Key.")
+REDIS_ROUND_TRIPS = Counter(
+    "bulwark_redis_round_trips", "Round trips to Redis (a command, a pipeline or a script), by purpose.", ["purpose"]
+)
+_redis_trip_children: dict[str, Any] = {}  # purpose -> its bound child: no label lookup per round trip
 
 for _kind in FALLBACK_KINDS:
     FALLBACKS.labels(kind=_kind)  # every kind shows from the start, at 0
@@ -83,6 +91,13 @@ _workers_refreshed_at = -float("inf")
 def fallback_taken(kind: str) -> None:
     """Count one fallback (``kind`` from :data:`FALLBACK_KINDS`)."""
     FALLBACKS.labels(kind=kind).inc()
+
+
+def redis_round_trip(purpose: str) -> None:
+    child = _redis_trip_children.get(purpose)
+    if child is None:
+        child = _redis_trip_children.setdefault(purpose, REDIS_ROUND_TRIPS.labels(purpose=purpose))
+    child.inc()
 
 
 def request_rerun() -> None:
