@@ -1,17 +1,19 @@
 """Which requests are counted, against what, and what a client is told.
 
-Counting is django-ratelimit's core (``django_ratelimit.core.get_usage``: a fixed window per key with
-per-key jitter, ``cache.add`` then ``cache.incr``) against the cache from ``RATELIMIT_USE_CACHE``, our
-:class:`~resilience.cache.backend.FallbackCache`. The library's own failure handling is never reached:
-the cache does not raise when Redis fails, it answers from memory. What we add around the core:
+Counting (:mod:`resilience.ratelimit.counting`) keeps django-ratelimit's windows and keys: in Redis every scope of a
+request in one script (one round trip at most, none for the global ``api`` scope while this worker's lease lasts),
+in memory django-ratelimit's core (``get_usage``), against the cache from ``RATELIMIT_USE_CACHE``, our
+:class:`~resilience.cache.backend.FallbackCache`. The library's own failure handling is never reached: the cache
+does not raise when Redis fails, it answers from memory. What this module adds:
 
 - the scopes and their keys (client IP behind trusted proxies, user, username from the JSON body or the admin's
   form); a caller may count by a key of its own (:func:`enforce`'s ``keys``, e.g. the second factor's user);
 - the per-worker share in memory mode: while counters live in each process, each of the ``WEB_CONCURRENCY``
   workers allows ``ceil(limit / workers)``, so a client spread over every worker still gets about ``limit``;
-- one retry when the store switched during the count: between the library's ``add`` and ``incr`` (the count is
-  then unknown and the library would refuse the request), or before it (the count went to the other mode's
-  counter); a second such count lets the request through, logged;
+- one retry when the store switched during the count: a Redis script that failed (counted again in memory),
+  a switch between the library's ``add`` and ``incr`` in memory (the count is then unknown and the library would
+  refuse the request), or before it (the count went to the other mode's counter); a second such count lets the
+  request through, logged;
 - ``429 rate_limited`` with ``Retry-After`` and the ``RateLimit-*`` headers.
 """
 
@@ -19,21 +21,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
-from django_ratelimit.core import get_usage
 
 from resilience.ratelimit.client_ip import client_ip
+from resilience.ratelimit.counting import Pending, Usage, count_in_memory, count_in_redis
 from resilience.ratelimit.exceptions import RateLimitedError
 
 logger = logging.getLogger("resilience.ratelimit")
 
 # scope -> what it counts by: "ip", "user", "username" (from the API's JSON body), "form_username" (the ``username``
-# field of a POSTed HTML form) or "client" (user, else IP). Every scope is counted exactly (one add/incr per request
-# on the shared store), in memory at the worker share while Redis is down.
+# field of a POSTed HTML form) or "client" (user, else IP). Every scope but ``api`` is counted exactly on the shared
+# store; ``api`` from leases (counting.LEASED_SCOPES: never over its limit, up to 5 % under); in memory at the worker
+# share while Redis is down.
 SCOPES: dict[str, str] = {
     "api": "client",
     "login": "ip",
@@ -46,30 +48,6 @@ SCOPES: dict[str, str] = {
     "refresh": "ip",
     "checkout": "user",
 }
-
-
-@dataclass(frozen=True)
-class Usage:
-    scope: str
-    limit: int
-    window: int  # seconds
-    count: int
-    reset: int  # seconds until the window ends
-
-    @property
-    def remaining(self) -> int:
-        return max(0, self.limit - self.count)
-
-    @property
-    def exceeded(self) -> bool:
-        return self.count > self.limit
-
-    def headers(self) -> dict[str, str]:
-        return {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset),
-        }
 
 
 def worker_share(limit: int, workers: int) -> int:
@@ -113,37 +91,73 @@ def scope_key(request: Any, scope: str) -> str | None:
     return _key(SCOPES[scope], request)
 
 
-def count(request: Any, scope: str, key: str | None = None) -> Usage | None:
-    """Count this request against ``scope`` (by ``key`` when given, else the scope's own key); None when the scope
-    is off, has no key here, or could not count."""
+def _pending(request: Any, scope: str, key: str | None) -> Pending | None:
     rate = settings.RATELIMIT_RATES.get(scope)
     if rate is None:
         return None
     value = key if key is not None else scope_key(request, scope)
     if value is None:
         return None
-    limit, window = rate
+    return Pending(scope, value, *rate)
+
+
+def count(request: Any, scope: str, key: str | None = None) -> Usage | None:
+    """Count this request against ``scope`` (by ``key`` when given, else the scope's own key); None when the scope
+    is off, has no key here, or could not count."""
+    return count_scopes(request, [scope], {scope: key} if key is not None else None).get(scope)
+
+
+def count_scopes(request: Any, scopes: Sequence[str], keys: Mapping[str, str] | None = None) -> dict[str, Usage | None]:
+    """Count this request against each of ``scopes`` in order, in one Redis round trip at most (none for a leased
+    scope served from this worker's lease), stopping after the first one exceeded: scope -> its usage (None: off,
+    no key here, or not counted); the scopes after the first exceeded are absent."""
+    usages: dict[str, Usage | None] = {}
+    pending: list[Pending] = []
+    for scope in scopes:
+        item = _pending(request, scope, (keys or {}).get(scope))
+        if item is None:
+            usages[scope] = None
+        else:
+            pending.append(item)
+    if not pending:
+        return usages
+    if not counts_in_memory():
+        counted = count_in_redis(request, pending)
+        if counted is not None:
+            for item in pending:
+                if item.scope in counted:
+                    usages[item.scope] = counted[item.scope]
+            return usages
+        # Redis failed on this very call: the circuit is open now, and nothing was counted -- count in memory.
+    for item in pending:
+        usage = _count_in_memory(request, item)
+        usages[item.scope] = usage
+        if usage is not None and usage.exceeded:
+            break
+    return usages
+
+
+def _count_in_memory(request: Any, item: Pending) -> Usage | None:
     for _attempt in range(2):
         in_memory = counts_in_memory()
-        share = worker_share(limit, settings.RATELIMIT_WORKERS) if in_memory else limit
-        usage = get_usage(
-            request, group=f"bulwark.{scope}", key=lambda group, req: value, rate=(share, window), increment=True
-        )
-        if usage is None:
-            return None  # RATELIMIT_ENABLE is off
-        if counts_in_memory() != in_memory:
-            # The store switched during this count (most often: this very call met Redis down and was answered from
-            # memory). The library's key names the rate, so it went to the full limit's counter, not the share's:
-            # count again in the store now in use, or the first attempt after a switch would be free.
+        if not in_memory:
+            # Redis is back since the count began: count in it (one scope, exactly).
+            counted = count_in_redis(request, [item])
+            if counted is not None:
+                return counted.get(item.scope)
             continue
-        if usage["limit"]:  # limit 0 = the library could not read the count (the store switched mid-way)
-            # time_left counts whole seconds to the window's last second, which still belongs to it: one more is
-            # when a new window has begun for sure (so Retry-After is never too early), between 1 and the window.
-            return Usage(scope, share, window, int(usage["count"]), max(1, int(usage["time_left"]) + 1))
+        counted_here = count_in_memory(request, item, worker_share(item.limit, settings.RATELIMIT_WORKERS))
+        if counts_in_memory() != in_memory:
+            # The store switched during this count. The library's key names the rate, so it went to the share's
+            # counter in the wrong store: count again in the store now in use, or the first count after a switch
+            # would be free.
+            continue
+        if counted_here is not None:  # None = the library could not read the count (the store switched mid-way)
+            return counted_here
     logger.warning(
         "rate limit %s not counted for this request (the counter store kept switching); let through",
-        scope,
-        extra={"event": "ratelimit_uncounted", "scope": scope},
+        item.scope,
+        extra={"event": "ratelimit_uncounted", "scope": item.scope},
     )
     return None
 
@@ -166,11 +180,12 @@ def enforce(request: Any, scopes: Sequence[str], *, keys: Mapping[str, str] | No
     if not settings.RATELIMIT_ENABLE:
         return {}
     counted = _counted(request)
+    todo = [scope for scope in scopes if scope not in counted]
+    if todo:
+        counted.update(count_scopes(request, todo, keys))
     usages = []
     for scope in scopes:
-        if scope not in counted:
-            counted[scope] = count(request, scope, (keys or {}).get(scope))
-        usage = counted[scope]
+        usage = counted.get(scope)
         if usage is None:
             continue
         if usage.exceeded:

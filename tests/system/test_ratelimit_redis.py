@@ -10,6 +10,9 @@ connections (spread over both workers) while a few threads keep reading products
   process, once), each worker's circuit opens exactly once, and the limit holds from memory at each worker's
   share, ``ceil(LOGIN_LIMIT / 2)``: between one and two shares pass, never all of them.
 - Redis back: each worker's probe closes its circuit (logged) and counting is shared and exact again.
+
+And the global limit's leases across the workers: one client's reads spread over both workers get at most the
+limit, and at most the README's stated error fewer.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
 import requests
 
+from resilience.ratelimit.counting import LEASE_SHARE, lease_size
 from tests.system.conftest import Gunicorn
 from tests.system.dbfailover import (
     PASSWORD,
@@ -30,6 +35,7 @@ from tests.system.dbfailover import (
     GetLoad,
     assert_no_server_errors,
     full_log,
+    log_records,
     poll,
     product_ids,
 )
@@ -211,3 +217,43 @@ def api_limits(server: Gunicorn, count: int = 12) -> set[str | None]:
         requests.get(f"{server.url}/api/products/?page_size=1", timeout=REQUEST_TIMEOUT).headers.get("RateLimit-Limit")
         for _ in range(count)
     }
+
+
+LEASED_LIMIT = 400  # a lease of 10 for 2 workers: up to 18 fewer than the limit, never more
+
+
+def test_the_global_limit_holds_across_workers_within_the_stated_error(tmp_path) -> None:
+    with Deployment("sys-ratelimit", PORT_BASE, tmp_path) as deployment:
+        server = deployment.serve(
+            "ratelimit-leases",
+            RATELIMIT_ENABLED="true",
+            RATELIMIT_API=f"{LEASED_LIMIT}/d",
+            TRUSTED_PROXY_COUNT="1",
+            WEB_CONCURRENCY=str(WORKERS),
+        )
+        size = lease_size(LEASED_LIMIT, WORKERS)
+        assert size == 10
+        for _client in range(2):
+            statuses = _reads_of_one_client(server, an_ip(), LEASED_LIMIT + 60)
+            allowed = statuses.count(200)
+            assert set(statuses) == {200, 429}, statuses
+            assert LEASED_LIMIT - WORKERS * (size - 1) <= allowed <= LEASED_LIMIT, allowed
+            assert LEASED_LIMIT - allowed <= LEASED_LIMIT * LEASE_SHARE
+        served_by = {r.get("process") for r in log_records(server) if r.get("path") == "/api/products/"}
+        assert len(served_by) == WORKERS, served_by  # the reads were spread over both workers
+        assert_no_server_errors(server)
+
+
+def _reads_of_one_client(server: Gunicorn, client_ip: str, count: int) -> list[int]:
+    """``count`` product reads of one client from 8 threads, each request on a fresh connection (either worker)."""
+
+    def read(_: int) -> int:
+        response = requests.get(
+            f"{server.url}/api/products/?page_size=1", headers={"X-Forwarded-For": client_ip}, timeout=REQUEST_TIMEOUT
+        )
+        if response.status_code == 429:
+            assert response.json()["error"]["detail"]["scope"] == "api"
+        return response.status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(read, range(count)))

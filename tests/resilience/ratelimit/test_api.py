@@ -227,11 +227,13 @@ def test_the_operator_switch_counts_in_memory_at_the_worker_share(api_client, li
 
 
 def test_a_store_switch_between_add_and_incr_is_counted_again(api_client, limits, monkeypatch, caplog) -> None:
-    """django-ratelimit adds the key, then increments it. If the store switches in between, the increment
-    meets no key and the library would refuse the request: the policy counts once more instead."""
+    """In memory django-ratelimit adds the key, then increments it. If the store switches back to Redis in between,
+    the increment meets no key and the library would refuse the request: the policy counts once more instead, in
+    the store now in use."""
     limits(api=None, login=(10, DAY), workers=2)  # login is the first scope counted, so the switch hits it
     ip = an_ip()
-    assert login(api_client, "nobody", ip).status_code == 401  # the keys exist in Redis now
+    assert login(api_client, "nobody", ip).status_code == 401  # counted in Redis: 1
+    controls_replace([(PRIMARY_ONLY_READS, True), (RATELIMIT_FORCE_MEMORY, True)])
     real_add = FallbackCache.add
     switched: list[bool] = []
 
@@ -239,12 +241,35 @@ def test_a_store_switch_between_add_and_incr_is_counted_again(api_client, limits
         result = real_add(self, *args, **kwargs)
         if not switched:
             switched.append(True)
-            controls_replace([(PRIMARY_ONLY_READS, True), (RATELIMIT_FORCE_MEMORY, True)])
+            controls_replace([(PRIMARY_ONLY_READS, True)])  # the operator lets Redis serve again
         return result
 
     monkeypatch.setattr(FallbackCache, "add", add_then_switch)
     response = login(api_client, "nobody", ip)
     assert switched and response.status_code == 401, response.content
-    # Counted again, in memory, at the worker share (uncounted, the headers would be login_user's 500).
-    assert response["RateLimit-Limit"] == "5" and response["RateLimit-Remaining"] == "4"
+    # Counted again, in Redis, at the whole limit (uncounted, the headers would be login_user's 1000).
+    assert response["RateLimit-Limit"] == "10" and response["RateLimit-Remaining"] == "8"
     assert not [r for r in caplog.records if getattr(r, "event", None) == "ratelimit_uncounted"]
+
+
+def test_a_redis_failure_during_the_count_is_counted_again_in_memory(api_client, limits, monkeypatch) -> None:
+    """Redis fails on the very script that counts: the circuit opens and the same request is counted in memory."""
+    limits(api=None, login=(10, DAY), workers=2)
+    ip = an_ip()
+    assert login(api_client, "nobody", ip).status_code == 401
+    real_run = FallbackCache.run_script
+
+    def run_against_a_dead_redis(self, *args, **kwargs):
+        monkeypatch.setattr(self._redis.client, "get_client", _refused)
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(FallbackCache, "run_script", run_against_a_dead_redis)
+    response = login(api_client, "nobody", ip)
+    assert response.status_code == 401, response.content
+    assert response["RateLimit-Limit"] == "5" and response["RateLimit-Remaining"] == "4"  # memory, the share
+
+
+def _refused(*args, **kwargs):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    raise RedisConnectionError("Connection refused (test)")

@@ -1,0 +1,231 @@
+"""Counting one request against all its scopes: at most one Redis round trip, most requests none.
+
+django-ratelimit's core (``get_usage``) counts one scope with two round trips (``add``, then ``incr``) and builds
+its key each time; a request with three scopes paid six. In Redis the keys and windows stay the library's
+(``_get_window``: a fixed window with per-key jitter; ``_make_cache_key``: the same key names), but every scope a
+request needs counted in Redis is counted by one Lua script, in order, stopping at the first one exceeded (as
+the library would have refused there): one ``EVALSHA`` per request at most. In memory (Redis down, or forced)
+the library's core counts, at the worker share, as before (:func:`count_in_memory`).
+
+**Leased scopes** (:data:`LEASED_SCOPES`: only the global ``api`` limit; never the security scopes, which are
+counted exactly on every request) do not go to Redis on every request: a worker takes a *lease* of
+:func:`lease_size` requests from the shared counter in one ``INCRBY`` (inside the same script) and serves the
+next requests of that client from it, touching no network. The counter only ever grants what is left under the
+limit, so the limit is never exceeded across workers. What a lease costs is the other way round: requests a
+worker leased but did not serve before the window ended are lost, so a client may be refused up to
+``(workers - 1) * (lease - 1)`` requests before its limit -- at most :data:`LEASE_SHARE` (5 %) of it -- when its
+requests are spread over the workers. Only one thread per worker and key leases at a time (another counts
+exactly meanwhile), so that bound holds with threads too. ``RateLimit-Remaining`` of a leased scope is what this
+worker knew at its last lease. ``tests/resilience/ratelimit/test_leases.py`` checks the bound.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+from django_ratelimit import ALL
+from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key, get_usage
+
+from resilience.cache.backend import IN_MEMORY
+from resilience.cache.purposes import RATE_LIMITS
+
+LEASED_SCOPES = frozenset({"api"})
+LEASE_SHARE = 0.05  # every worker's lease together: at most this share of a limit
+LEASE_MAX = 100  # requests per lease, whatever the limit (what a worker that dies can take with it)
+_MAX_LEASES = 50_000  # kept per worker before the leases of ended windows are dropped
+
+# KEYS: the counters, in order; ARGV: per key (how many to take: 1, or a lease; the limit; the TTL). Stops after
+# the first key that had nothing left before this take (the library refuses there and counts no further scope).
+COUNT_SCRIPT = """
+local totals = {}
+for i, key in ipairs(KEYS) do
+  local take = tonumber(ARGV[3 * i - 2])
+  local total = redis.call('INCRBY', key, take)
+  if total == take then redis.call('EXPIRE', key, ARGV[3 * i]) end
+  totals[i] = total
+  if total - take >= tonumber(ARGV[3 * i - 1]) then break end
+end
+return totals
+"""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One scope of a request to count: its rate-limit group, key value (``ip:…``, ``user:…``) and rate."""
+
+    scope: str
+    value: str
+    limit: int
+    window: int  # seconds
+
+
+@dataclass(frozen=True)
+class Usage:
+    """How a scope counted this request: ``count`` is its number in the window (over ``limit``: refused)."""
+
+    scope: str
+    limit: int
+    window: int  # seconds
+    count: int
+    reset: int  # seconds until the window ends
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.count)
+
+    @property
+    def exceeded(self) -> bool:
+        return self.count > self.limit
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset),
+        }
+
+
+def lease_size(limit: int, workers: int) -> int:
+    """Requests one worker takes from the shared counter at a time: every worker's unused lease together stays under
+    ``LEASE_SHARE`` of the limit; 1 (exact counting) for small limits."""
+    return max(1, min(LEASE_MAX, int(limit * LEASE_SHARE) // max(1, workers)))
+
+
+def _reset(window_end: int) -> int:
+    # time_left counts whole seconds to the window's last second, which still belongs to it: one more is when a new
+    # window has begun for sure (so Retry-After is never too early).
+    return max(1, window_end - int(time.time()) + 1)
+
+
+@dataclass
+class _Lease:
+    window_end: int
+    stock: int  # requests left to serve from it
+    next_count: int  # the number the next one gets in the window (as this worker knows it)
+
+
+class Leases:
+    """This worker's leases, per counter key (one per client and window). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._leases: dict[str, _Lease] = {}
+        self._leasing: set[str] = set()  # keys a thread of this worker is leasing for now
+
+    def take(self, key: str, window_end: int) -> int | None:
+        """This request's number from a live lease, or None (no lease, spent, or of an ended window)."""
+        with self._lock:
+            lease = self._leases.get(key)
+            if lease is None or lease.window_end != window_end or lease.stock <= 0:
+                return None
+            lease.stock -= 1
+            lease.next_count += 1
+            return lease.next_count - 1
+
+    def claim(self, key: str) -> bool:
+        """Whether this thread may lease for ``key`` now (no other thread of this worker is); if not, it counts this
+        one request exactly, so a worker never holds two leases' leftovers of one key."""
+        with self._lock:
+            if key in self._leasing:
+                return False
+            self._leasing.add(key)
+            return True
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._leasing.discard(key)
+
+    def store(self, key: str, window_end: int, stock: int, next_count: int) -> None:
+        with self._lock:
+            if len(self._leases) >= _MAX_LEASES:
+                now = int(time.time())
+                self._leases = {k: lease for k, lease in self._leases.items() if lease.window_end >= now}
+            self._leases[key] = _Lease(window_end, stock, next_count)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._leases.clear()
+
+
+leases = Leases()
+
+
+@dataclass
+class _Slot:
+    pending: Pending
+    key: str
+    window_end: int
+    take: int
+    leasing: bool  # this thread claimed the key's lease (released after the call)
+
+
+def count_in_redis(request: Any, pending: Sequence[Pending]) -> dict[str, Usage] | None:
+    """Count ``pending`` against the shared counters (leased scopes from this worker's lease where it can): one
+    script for all that need Redis. None when the cache is in memory now (the caller counts there). A scope after
+    the first one refused is not counted (absent from the result)."""
+    results: dict[str, Usage] = {}
+    slots: list[_Slot] = []
+    for item in pending:
+        window_end = _get_window(item.value, item.window)
+        key = _make_cache_key(f"bulwark.{item.scope}", window_end, (item.limit, item.window), item.value, ALL)
+        if item.scope in LEASED_SCOPES:
+            size = lease_size(item.limit, settings.RATELIMIT_WORKERS)
+            if size > 1:
+                number = leases.take(key, window_end)
+                if number is not None:
+                    results[item.scope] = Usage(item.scope, item.limit, item.window, number, _reset(window_end))
+                    continue
+                if leases.claim(key):
+                    slots.append(_Slot(item, key, window_end, size, leasing=True))
+                    continue
+        slots.append(_Slot(item, key, window_end, 1, leasing=False))
+    if not slots:
+        return results
+    try:
+        totals = caches[settings.RATELIMIT_USE_CACHE].run_script(
+            COUNT_SCRIPT,
+            [slot.key for slot in slots],
+            [arg for slot in slots for arg in (slot.take, slot.pending.limit, slot.pending.window + EXPIRATION_FUDGE)],
+            purpose=RATE_LIMITS,
+        )
+        if totals is IN_MEMORY:
+            return None
+        for slot, total in zip(slots, totals, strict=False):  # the script stops after the first refused
+            results[slot.pending.scope] = _counted(slot, int(total))
+    finally:
+        for slot in slots:
+            if slot.leasing:
+                leases.release(slot.key)
+    return results
+
+
+def _counted(slot: _Slot, total: int) -> Usage:
+    item = slot.pending
+    before = total - slot.take  # the window's count before this take
+    granted = max(0, min(slot.take, item.limit - before))
+    if granted == 0:
+        return Usage(item.scope, item.limit, item.window, max(total, item.limit + 1), _reset(slot.window_end))
+    if slot.leasing and granted > 1:
+        leases.store(slot.key, slot.window_end, stock=granted - 1, next_count=before + 2)
+    return Usage(item.scope, item.limit, item.window, before + 1, _reset(slot.window_end))
+
+
+def count_in_memory(request: Any, item: Pending, share: int) -> Usage | None:
+    """Count one scope with django-ratelimit's core in the cache as it is now (memory, at ``share``). None when the
+    library could not read the count (limit 0: the store switched between its ``add`` and ``incr``)."""
+    usage = get_usage(
+        request,
+        group=f"bulwark.{item.scope}",
+        key=lambda group, req: item.value,
+        rate=(share, item.window),
+        increment=True,
+    )
+    if usage is None or not usage["limit"]:
+        return None
+    return Usage(item.scope, share, item.window, int(usage["count"]), max(1, int(usage["time_left"]) + 1))
