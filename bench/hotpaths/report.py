@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.hotpaths import profile
+from bench.hotpaths import profile, redis_trips
 from bench.stats import median as _median
 from bench.stats import quantile
 
@@ -296,6 +296,29 @@ def target_table(run: Run) -> tuple[list[str], list[list[str]]]:
     return headers, body
 
 
+def redis_table(run: Run) -> tuple[list[str], list[list[str]]] | None:
+    """Redis round trips per operation, by purpose (medians of the rounds); None for a run without the readings."""
+    cells = {
+        (path, config): redis_trips.summarise(run.meta["blocks"], config, path)
+        for path in paths(run)
+        for config in CONFIGS
+    }
+    if all(summary is None for summary in cells.values()):
+        return None
+    purposes = sorted({purpose for summary in cells.values() if summary for purpose in summary})
+    body = []
+    for path in paths(run):
+        for i, config in enumerate(CONFIGS):
+            summary = cells[(path, config)]
+            if summary is None:
+                continue
+            body.append(
+                [f"**{path}**" if i == 0 else "", TITLES[config], f"{redis_trips.total(summary):.2f}"]
+                + [f"{summary[purpose]:.3f}" if summary.get(purpose) else "-" for purpose in purposes]
+            )
+    return ["path", "server", "round trips/op", *purposes], body
+
+
 def profile_table(run: Run) -> tuple[list[str], list[list[str]]] | None:
     """Per profiled path and server: each part's share of the workers' samples, and that share of the run's app
     CPU per operation (``≈ ms``: py-spy counts a thread waiting for the GIL or a core as busy, so its samples are
@@ -338,8 +361,12 @@ def _text(headers: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _md(headers: list[str], body: list[list[str]]) -> str:
-    right = {"ops", "errors", "ops/s", "p50 ms", "p99 ms", "p99 ÷ off", "client CPU ms/op", "stack CPU ms/op"}
+def _md(headers: list[str], body: list[list[str]], *, numbers_from: int | None = None) -> str:
+    """A markdown table; the columns from ``numbers_from`` on (else the known numeric ones) right-aligned."""
+    if numbers_from is not None:
+        right = set(headers[numbers_from:])
+    else:
+        right = {"ops", "errors", "ops/s", "p50 ms", "p99 ms", "p99 ÷ off", "client CPU ms/op", "stack CPU ms/op"}
     lines = ["| " + " | ".join(headers) + " |", "|" + "".join("---:|" if h in right else "---|" for h in headers)]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(lines)
@@ -373,6 +400,9 @@ def _log_line(run: Run) -> str:
 
 def text_report(run: Run) -> str:
     parts = [machine_line(run), "", _text(*main_table(run)), "", _text(*target_table(run))]
+    trips = redis_table(run)
+    if trips:
+        parts += ["", "Redis round trips per operation, by purpose:", _text(*trips)]
     table = profile_table(run)
     if table:
         parts += [
@@ -427,6 +457,27 @@ def _profile_lines(run: Run) -> list[str]:
     return lines
 
 
+def _redis_lines(run: Run) -> list[str]:
+    table = redis_table(run)
+    if table is None:
+        return []
+    return [
+        "### Redis round trips per operation",
+        "",
+        "Every round trip the layer makes to Redis (`bulwark_redis_round_trips_total{purpose}` from each server's "
+        "`/metrics`, summed over its workers, read before and after each block; a command, a pipeline or a script "
+        "is one), per operation, medians of the rounds, by purpose: `rate_limits` the limiter's one script per "
+        "request (none while a worker's lease of the global `api` limit lasts), `read_your_writes` the user's "
+        "last-write position (read once the user is known, written after a write), `node_trips` the nodes other "
+        "workers found dead (read once a second), `worker_snapshots` the dashboard's per-worker snapshot (written "
+        "once a second), `replay_guards` used refresh tokens, `breaker_state` the breakers shared by the workers. "
+        "Background threads included:",
+        "",
+        _md(*table, numbers_from=2),
+        "",
+    ]
+
+
 def section(run: Run) -> str:
     meta = run.meta
     b = meta["blocks"][0] if meta["blocks"] else {}
@@ -462,8 +513,10 @@ def section(run: Run) -> str:
         "the stock PostgreSQL engine (django-prometheus's, so database metrics stay on), no throttle, no "
         "bulkheads or budgets (`settings/baseline.py` says what and why); **on, rate limits off** — "
         "`settings.base` with `RATELIMIT_ENABLED=false`; **on** — everything, every rate-limit scope counting in "
-        "Redis at 1,000,000/m (counted, never refused). Logging (one JSON record per request), request ids and "
-        "metrics are on in all three; tracing is started in none (no `OTEL_EXPORTER_OTLP_ENDPOINTS`). The serving "
+        "Redis at 1,000,000/m (counted, never refused: the global `api` scope from each worker's leases of 100, "
+        "the log-in's and checkout's scopes exactly, one script per request). Logging (one JSON record per "
+        "request), request ids and metrics are on in all three; tracing is started in none (no "
+        "`OTEL_EXPORTER_OTLP_ENDPOINTS`). The serving "
         "limits are out of the way (each class 3 of 4 threads, 60 s budgets; nothing was shed: see the logs line). "
         "No `PAYMENT_GATEWAY_URL`: checkout calls no gateway, orders stay `pending_payment`, on every server.",
         "- **The hot paths:** the product list (`?page_size=20`), a product (the 60 in turn), a log-in (`POST "
@@ -517,6 +570,7 @@ def section(run: Run) -> str:
         "Bars: app CPU ms per operation (left) and p99 ms (right) per hot path and server (log scale); the "
         "figure over a bar is its ratio to *off*.",
         "",
+        *_redis_lines(run),
         "### Where the layer's time goes",
         "",
         *_profile_lines(run),
@@ -529,8 +583,8 @@ def section(run: Run) -> str:
         "",
         "- Saturation: the client is a closed loop of 3 connections, not an open-loop load past the server's capacity.",
         "- Tracing's cost: no OTLP endpoint was set on any server (the span processors would add to all three alike).",
-        "- A real network: every hop is loopback; a Redis across a network makes each counted scope two network "
-        "round trips, a replica across a network the routed reads' connection a network one.",
+        "- A real network: every hop is loopback; across a network each Redis round trip in the table above is a "
+        "network one, and so is a routed read's connection to a replica.",
         "- The layer's worth: what it costs here buys what `bench/failover`, `bench/serving` and `bench/ha` measure.",
         "",
     ]

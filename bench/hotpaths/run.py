@@ -24,7 +24,8 @@ The run
    round): a *block* of ``--requests`` operations (``--checkouts`` for checkout, ``--logins`` for the log-in, whose
    PBKDF2 costs ~0.3 s of CPU each) over ``--concurrency`` keep-alive connections in a closed loop, after
    ``--warmup`` unmeasured operations per connection; around each block the workers' utime + stime, the stack's
-   and the client's CPU are read from ``/proc``;
+   and the client's CPU are read from ``/proc``, and the server's Redis round trips by purpose from its
+   ``/metrics`` (:mod:`bench.hotpaths.redis_trips`);
 5. where a target is missed (:mod:`bench.hotpaths.report`), profiles that path on the ``off`` and the missing
    server with py-spy (``--profile``), so the report can say where the layer's time goes;
 6. stops everything and takes the stack down.
@@ -68,7 +69,7 @@ from bench.harness import (
     say,
     server_env,
 )
-from bench.hotpaths import profile, report
+from bench.hotpaths import profile, redis_trips, report
 from bench.hotpaths.load import PATHS, Accounts, Plan, block_run, cpu_between, cpu_read, machine_busy
 from bench.serving.load import stack_pids
 from bench.serving.run import machine_facts
@@ -197,6 +198,23 @@ def cpus_arg(value: str) -> set[int]:
     return found
 
 
+class BlockMeter:
+    """The readings around a block's measured part (after its warm-up): the CPU meters, and the server's Redis round
+    trips (``/metrics``) read before the CPU at the start and after it at the end, so the scrapes' own work stays
+    out of the block's CPU."""
+
+    def __init__(self, url: str, cpu: Callable[[], dict[str, Any]]) -> None:
+        self.url, self.cpu, self.readings = url, cpu, 0
+
+    def __call__(self) -> dict[str, Any]:
+        self.readings += 1
+        if self.readings == 1:
+            trips = redis_trips.scrape(self.url)
+            return {**self.cpu(), "redis_trips": trips}
+        reading = self.cpu()
+        return {**reading, "redis_trips": redis_trips.scrape(self.url)}
+
+
 class Blocks:
     """The measured blocks, in the order they ran, and every operation's sample."""
 
@@ -224,8 +242,9 @@ class Blocks:
             self.count(path),
             warmup=warmup,
             timeout=TIMEOUT,
-            meter=lambda: cpu_read(self.pids, self.stack),
+            meter=BlockMeter(self.servers[config].url, lambda: cpu_read(self.pids, self.stack)),
         )
+        trips = redis_trips.per_operation(before["redis_trips"], after["redis_trips"], len(samples))
         cpu = cpu_between(before, after, config)
         statuses: dict[str, int] = {}
         for s in samples:
@@ -256,13 +275,14 @@ class Blocks:
             "started": round(began, 3),
             "wall": round(cpu["wall"], 4),
             "cpu": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in cpu.items()},
+            "redis_trips": trips,
         }
         self.blocks.append(info)
         bad = n - sum(1 for s in samples if plan.expected(s.status))
         say(
             f"round {round_no + 1} {path:<8} {config:<11}: {n} in {cpu['wall']:.1f} s "
             f"({n / max(cpu['wall'], 1e-9):.0f}/s), app CPU {cpu['workers'] / max(n, 1) * 1000:.2f} ms/op, "
-            f"client {cpu['client'] / max(n, 1) * 1000:.2f} ms/op"
+            f"client {cpu['client'] / max(n, 1) * 1000:.2f} ms/op, Redis {redis_trips.total(trips):.2f} round trips/op"
             + (f"; {bad} unexpected answers {statuses}" if bad else "")
             + ("; a worker came or went" if cpu["workers_changed"] else "")
         )
