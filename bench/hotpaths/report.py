@@ -488,7 +488,7 @@ def section(run: Run) -> str:
         "### How to run it",
         "",
         "```sh",
-        ".venv/bin/python -m bench.hotpaths             # ~10 min: three servers, 4 interleaved rounds, the tables",
+        ".venv/bin/python -m bench.hotpaths             # ~12 min: three servers, 12 interleaved rounds, the tables",
         ".venv/bin/python -m bench.hotpaths --publish   # also writes docs/bench/hotpaths.png and this section",
         ".venv/bin/python -m bench.hotpaths --report bench/results/<run>   # re-render from the raw data",
         ".venv/bin/python -m bench.hotpaths --rounds 1 --requests 200 --paths detail   # a quick look",
