@@ -145,7 +145,10 @@ class Leases:
         with self._lock:
             if len(self._leases) >= _MAX_LEASES:
                 now = int(time.time())
-                self._leases = {k: lease for k, lease in self._leases.items() if lease.window_end >= now}
+                live = {k: lease for k, lease in self._leases.items() if lease.window_end >= now}
+                if len(live) >= _MAX_LEASES // 2:  # that many clients in one window: forget the oldest half too
+                    live = dict(list(live.items())[len(live) // 2 :])  # (their leftovers are lost: under, not over)
+                self._leases = live
             self._leases[key] = _Lease(window_end, stock, next_count)
 
     def clear(self) -> None:

@@ -14,7 +14,7 @@ from resilience.controls.state import PRIMARY_ONLY_READS, RATELIMIT_FORCE_MEMORY
 from tests.conftest import client_for
 from tests.factories import TEST_PASSWORD, UserFactory
 from tests.helpers import assert_error
-from tests.redis_servers import dead_redis_url
+from tests.redis_servers import dead_redis_url, stack_redis_url
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_circuits")]
 
@@ -252,8 +252,18 @@ def test_a_store_switch_between_add_and_incr_is_counted_again(api_client, limits
     assert not [r for r in caplog.records if getattr(r, "event", None) == "ratelimit_uncounted"]
 
 
-def test_a_redis_failure_during_the_count_is_counted_again_in_memory(api_client, limits, monkeypatch) -> None:
+def test_a_redis_failure_during_the_count_is_counted_again_in_memory(api_client, limits, monkeypatch, settings) -> None:
     """Redis fails on the very script that counts: the circuit opens and the same request is counted in memory."""
+    # A cache of its own on the stack's Redis: the circuit this test opens must not outlive it.
+    settings.CACHES = {
+        **settings.CACHES,
+        "ratelimit-own": {
+            "BACKEND": "resilience.cache.FallbackCache",
+            "LOCATION": stack_redis_url(),
+            "KEY_PREFIX": "t",
+        },
+    }
+    settings.RATELIMIT_USE_CACHE = "ratelimit-own"
     limits(api=None, login=(10, DAY), workers=2)
     ip = an_ip()
     assert login(api_client, "nobody", ip).status_code == 401

@@ -168,3 +168,14 @@ def test_with_redis_down_a_leased_scope_counts_in_memory_at_the_worker_share(lim
     usages = [count_scopes(request, ["api"])["api"] for _ in range(3)]
     assert [usage.count for usage in usages] == [1, 2, 3]
     assert {usage.limit for usage in usages} == {50_000}  # the worker share, counted in this process
+
+
+def test_a_worker_keeps_a_bounded_number_of_leases(monkeypatch) -> None:
+    monkeypatch.setattr(counting, "_MAX_LEASES", 100)
+    held = Leases()
+    window_end = 2**31
+    for n in range(1000):
+        held.store(f"key-{n}", window_end, stock=5, next_count=2)
+    assert len(held._leases) <= 100
+    assert held.take("key-999", window_end) == 2  # the newest are kept
+    assert held.take("key-0", window_end) is None
