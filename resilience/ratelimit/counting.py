@@ -151,10 +151,6 @@ class Leases:
                 self._leases = live
             self._leases[key] = _Lease(window_end, stock, next_count)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._leases.clear()
-
 
 leases = Leases()
 
