@@ -10,7 +10,7 @@ fleet (:mod:`resilience.db.trips`). A node comes back after a few good probes in
 probe's round trip is kept (smoothed): a replica much slower than the primary leaves the read rotation.
 
 Steady-state cost: one small query per node every :data:`PROBE_INTERVAL_SECONDS` per worker (10 per node per
-second), plus one switch read per second.
+second), plus one switch read per second, each sent on libpq itself (:mod:`resilience.db.libpq`).
 
 Each node gets one dedicated autocommit connection per purpose (probe, switches; not Django's), re-opened after a
 failure. Lag is measured on the replica itself (received vs replayed WAL), so a dead primary does not make a
@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import connections
 
 from resilience.controls.state import controls_replace
+from resilience.db import libpq
 from resilience.db.backend.connect import DeadlineConnection, connect_deadline
 from resilience.db.lsn import lsn_to_int
 from resilience.db.nodes import PRIMARY, NodeRegistry, registry
@@ -204,7 +205,7 @@ class NodeMonitor:
             conn = self._connection(alias, purpose, fresh=fresh)
             ticket = watchdog.arm(conn.pgconn.socket, self.deadline, f"{alias} ({purpose})", port=conn.info.port)
             try:
-                return conn.execute(sql).fetchall()
+                return libpq.rows(conn, sql)  # on libpq itself: psycopg's cursor was most of a probe's CPU
             finally:
                 watchdog.disarm(ticket)
         finally:
