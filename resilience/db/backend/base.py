@@ -29,6 +29,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -135,6 +136,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         self.Database = PsycopgWithDeadline()  # connection attempts bounded by CONNECT_DEADLINE, below libpq's 2 s
         self.execute_wrappers.append(self._guard_query)
         self.opened_at = 0.0  # wall clock (as NodeState.changed_at) when the current connection was opened
+        self._peer: tuple[Any, int, int] | None = None  # (psycopg connection, its socket, its server port)
 
     @property
     def query_deadline(self) -> float:
@@ -183,13 +185,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             return False  # down or suspect: not worth a health check on an open connection (a hung node never answers)
         state = context.current()
         rerunnable = state is not None and state.safe_method and not state.wrote
-        ticket = watchdog.arm(
-            self.connection.pgconn.socket,
-            self.health_check_deadline,
-            self.alias,
-            port=self.connection.info.port,
-            rerunnable=rerunnable,
-        )
+        ticket = self._arm(self.connection, self.health_check_deadline, rerunnable=rerunnable)
         started = time.monotonic()
         try:
             with self.connection.cursor() as cursor:
@@ -223,30 +219,64 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         budget = budget_remaining()
         if budget is not None and budget <= 0:
             raise budget_cut(StatementBudgetError)  # not sent: nothing of it reached the node
-        with self._statement() as guard, self._deadline(rerunnable=rerunnable, guard=guard) as ticket:
-            with self._budget(budget, guard):
-                try:
-                    return execute(sql, params, many, ctx)
-                except DjangoDatabaseError as exc:
-                    cancelled = guard is not None and _sqlstate(exc) == QUERY_CANCELED
-                    if cancelled and guard.fired == BUDGET:
-                        # Cancelled at the budget: the node is fine (it obeyed), the request is out of time.
-                        raise budget_cut(StatementBudgetError) from exc
-                    if cancelled and guard.fired == DEADLINE:
-                        logger.warning(
-                            "a statement on %s ran past its deadline (%g s) and was cancelled; the node answers",
-                            self.alias,
-                            self.query_deadline,
-                            extra={"event": "db_statement_cancelled", "node": self.alias},
-                        )
-                    if ticket is not None and watchdog.hedged(ticket):
-                        # Cut off because the node is suspect (its probe overdue), not found dead: the middleware
-                        # runs the request again elsewhere; the probe, not this read, decides whether it is down.
-                        context.record_failure(self.alias)
-                        raise
-                    if self._query_failed(exc) and commits_itself:
-                        context.record_outcome_unknown()
-                    raise
+        # One statement: its guard (whoever cancels it does so only while it runs), the node deadline (a cancel tried
+        # first: a statement slow on a node that answers -- a lock wait -- must not mark the node down) and the budget
+        # timer -- inline rather than three context managers: this runs for every statement.
+        connection = self.connection
+        guard = ticket = budget_ticket = None
+        if connection is not None and not connection.closed:
+            guard = _StatementGuard(connection, self.alias)
+            ticket = self._arm(connection, self.query_deadline, rerunnable=rerunnable, guard=guard)
+            if budget is not None and budget < self.query_deadline:
+                budget_ticket = watchdog.call_after(
+                    budget, functools.partial(_canceller.send, guard, BUDGET), f"{self.alias} (budget)"
+                )
+        try:
+            return execute(sql, params, many, ctx)
+        except DjangoDatabaseError as exc:
+            cancelled = guard is not None and _sqlstate(exc) == QUERY_CANCELED
+            if cancelled and guard.fired == BUDGET:
+                # Cancelled at the budget: the node is fine (it obeyed), the request is out of time.
+                raise budget_cut(StatementBudgetError) from exc
+            if cancelled and guard.fired == DEADLINE:
+                logger.warning(
+                    "a statement on %s ran past its deadline (%g s) and was cancelled; the node answers",
+                    self.alias,
+                    self.query_deadline,
+                    extra={"event": "db_statement_cancelled", "node": self.alias},
+                )
+            if ticket is not None and watchdog.hedged(ticket):
+                # Cut off because the node is suspect (its probe overdue), not found dead: the middleware
+                # runs the request again elsewhere; the probe, not this read, decides whether it is down.
+                context.record_failure(self.alias)
+                raise
+            if self._query_failed(exc) and commits_itself:
+                context.record_outcome_unknown()
+            raise
+        finally:
+            if budget_ticket is not None:
+                watchdog.disarm(budget_ticket)
+            if ticket is not None:
+                watchdog.disarm(ticket)
+            if guard is not None:
+                with guard.lock:  # waits for a cancel being sent right now (at most CANCEL_TIMEOUT)
+                    guard.active = False
+
+    def _arm(
+        self, connection: Any, seconds: float, *, rerunnable: bool = False, guard: _StatementGuard | None = None
+    ) -> int:
+        """The watchdog's deadline on this connection's socket; with a ``guard``, a cancel is tried at it first."""
+        peer = self._peer
+        if peer is None or peer[0] is not connection:  # a new connection: its socket and port, read once
+            peer = self._peer = (connection, connection.pgconn.socket, connection.info.port)
+        return watchdog.arm(
+            peer[1],
+            seconds,
+            self.alias,
+            port=peer[2],
+            rerunnable=rerunnable,
+            cancel=None if guard is None else functools.partial(_canceller.at_deadline, guard, self.alias),
+        )
 
     def _commit(self) -> None:
         with self._deadline():
@@ -266,52 +296,18 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
                 raise
 
     @contextmanager
-    def _statement(self) -> Iterator[_StatementGuard | None]:
-        """A guard for one statement: whoever cancels it does so only while it runs."""
-        connection = self.connection
-        if connection is None or connection.closed:
-            yield None
-            return
-        guard = _StatementGuard(connection, self.alias)
-        try:
-            yield guard
-        finally:
-            with guard.lock:  # waits for a cancel being sent right now (at most CANCEL_TIMEOUT)
-                guard.active = False
-
-    @contextmanager
-    def _deadline(self, *, rerunnable: bool = False, guard: _StatementGuard | None = None) -> Iterator[int | None]:
-        """The node deadline; with a ``guard``, a cancel is tried at it before the socket is cut (a statement slow
-        on a node that answers -- a lock wait -- must not mark the node down)."""
+    def _deadline(self) -> Iterator[None]:
+        """The node deadline around COMMIT and ROLLBACK (never cut by the budget: a cut COMMIT leaves the outcome
+        unknown)."""
         connection = self.connection
         ticket = None
         if connection is not None and not connection.closed:
-            alias = self.alias
-            ticket = watchdog.arm(
-                connection.pgconn.socket,
-                self.query_deadline,
-                alias,
-                port=connection.info.port,
-                rerunnable=rerunnable,
-                cancel=None if guard is None else lambda: _canceller.at_deadline(guard, alias),
-            )
+            ticket = self._arm(connection, self.query_deadline)
         try:
-            yield ticket
+            yield
         finally:
             if ticket is not None:
                 watchdog.disarm(ticket)
-
-    @contextmanager
-    def _budget(self, budget: float | None, guard: _StatementGuard | None) -> Iterator[None]:
-        """Cancel this statement when the request's budget runs out before the node deadline would."""
-        if budget is None or budget >= self.query_deadline or guard is None:
-            yield
-            return
-        ticket = watchdog.call_after(budget, lambda: _canceller.send(guard, BUDGET), f"{self.alias} (budget)")
-        try:
-            yield
-        finally:
-            watchdog.disarm(ticket)
 
     def _query_failed(self, exc: DjangoDatabaseError) -> bool:
         """Record what a failed query says about its node; True when the connection failed (not the query)."""
