@@ -21,6 +21,7 @@ worker knew at its last lease. ``tests/resilience/ratelimit/test_leases.py`` che
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -155,6 +156,18 @@ class Leases:
 leases = Leases()
 
 
+def _key_settings() -> tuple[str, object]:
+    return getattr(settings, "RATELIMIT_CACHE_PREFIX", "rl:"), getattr(settings, "RATELIMIT_HASH_ALGORITHM", None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _counter_key(scope: str, window_end: int, limit: int, window: int, value: str, key_settings: object) -> str:
+    """django-ratelimit's key for this scope, client and window, computed once per window (it reads two settings and
+    hashes with SHA-256 each time: a fifth of the limiter's time on a product read, under cProfile). The prefix and
+    the hash the library reads (``key_settings``) are part of the memo's key: a changed setting is never missed."""
+    return _make_cache_key(f"bulwark.{scope}", window_end, (limit, window), value, ALL)
+
+
 @dataclass
 class _Slot:
     pending: Pending
@@ -172,7 +185,7 @@ def count_in_redis(request: Any, pending: Sequence[Pending]) -> dict[str, Usage]
     slots: list[_Slot] = []
     for item in pending:
         window_end = _get_window(item.value, item.window)
-        key = _make_cache_key(f"bulwark.{item.scope}", window_end, (item.limit, item.window), item.value, ALL)
+        key = _counter_key(item.scope, window_end, item.limit, item.window, item.value, _key_settings())
         if item.scope in LEASED_SCOPES:
             size = lease_size(item.limit, settings.RATELIMIT_WORKERS)
             if size > 1:
