@@ -210,6 +210,34 @@ def cpu_between(before: dict[str, Any], after: dict[str, Any], server: str) -> d
     }
 
 
+def _runtime_ns(pid: int) -> int:
+    """CPU nanoseconds of every thread of ``pid`` so far (``/proc/<pid>/task/*/schedstat``: exact, not in ticks)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # the thread ended meanwhile
+            continue
+    return total
+
+
+def idle_cpu(master: int, seconds: float) -> dict[str, Any]:
+    """The workers of the server ``master`` with no traffic for ``seconds``: their CPU per second (the layer's
+    background threads -- probes, housekeeping, snapshot -- are what runs then), and the workers measured."""
+    workers = [pid for pid, parent in _children_of({master}).items() if parent == master]
+    before = {pid: _runtime_ns(pid) for pid in workers}
+    started = time.perf_counter()
+    time.sleep(seconds)
+    after = {pid: _runtime_ns(pid) for pid in workers}
+    wall = time.perf_counter() - started
+    used = sum(after[pid] - before[pid] for pid in workers if after[pid] and before[pid])
+    return {"workers": len(workers), "wall": round(wall, 4), "cpu_ms_per_s": round(used / 1e6 / wall, 3)}
+
+
 def machine_busy() -> float:
     """CPU seconds the whole machine has been busy since boot, over every core (``/proc/stat``)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

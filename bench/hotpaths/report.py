@@ -353,6 +353,59 @@ def profile_table(run: Run) -> tuple[list[str], list[list[str]]] | None:
     return headers, body
 
 
+def idle_ms_per_s(run: Run, config: str) -> list[float]:
+    """The workers' CPU per second with no traffic, round by round (runs from before the idle readings: none)."""
+    return [i["cpu_ms_per_s"] for i in run.meta.get("idle", []) if i["config"] == config]
+
+
+def idle_table(run: Run) -> tuple[list[str], list[list[str]]] | None:
+    """The fixed cost: each server's workers with no traffic, and what that costs an operation at the rate each read
+    path ran at here; then each path's ratio to *off* with the fixed cost taken out (the per-request overhead)."""
+    if not run.meta.get("idle"):
+        return None
+    reads = [p for p in READ_PATHS if p in paths(run)]
+    headers = ["server", "no traffic: workers' CPU ms/s"]
+    headers += [f"{p}: fixed ms/op (share)" for p in reads] + [f"{p}: ÷ off, fixed apart" for p in reads]
+    fixed = {c: _median(idle_ms_per_s(run, c)) if idle_ms_per_s(run, c) else 0.0 for c in CONFIGS}
+    per_request = {}
+    for config in CONFIGS:
+        for path in reads:
+            st = stat(run, config, path)
+            fixed_op = fixed[config] / max(st.rps, 1e-9)
+            per_request[config, path] = (st.cpu_ms - fixed_op, fixed_op, fixed_op / max(st.cpu_ms, 1e-9))
+    body = []
+    for config in CONFIGS:
+        row = [TITLES[config], f"{_f(fixed[config])} ({_range(idle_ms_per_s(run, config))})"]
+        row += [f"{per_request[config, p][1]:.3f} ({per_request[config, p][2]:.1%})" for p in reads]
+        row += [
+            "1" if config == "off" else f"{per_request[config, p][0] / max(per_request['off', p][0], 1e-9):.3f}"
+            for p in reads
+        ]
+        body.append(row)
+    return headers, body
+
+
+def _idle_lines(run: Run) -> list[str]:
+    table = idle_table(run)
+    if table is None:
+        return []
+    return [
+        "### The fixed cost: the workers with no traffic",
+        "",
+        "At the start of every round each server was left without a request for "
+        f"{run.meta.get('args', {}).get('idle_seconds', 3):g} s and its workers' CPU read exactly (every thread's "
+        "`/proc/<pid>/task/*/schedstat`): what the layer's background threads cost per second whatever the traffic "
+        "-- the node monitor's probes (10 per node per second per worker), its housekeeping (operator switches, the "
+        "key ring, the tasks waiting for the primary), the dashboard snapshot. Per operation it is that cost over the "
+        "rate the path ran at in this run (3 closed-loop connections): a server busier than this pays less of it per "
+        "request. *÷ off, fixed apart* is the per-request overhead alone: (app CPU ms/op - fixed ms/op), this "
+        "server over *off*, from the medians. Medians of the rounds (range):",
+        "",
+        _md(*table, numbers_from=1),
+        "",
+    ]
+
+
 def _text(headers: list[str], body: list[list[str]]) -> str:
     body = [[c.replace("**", "") for c in r] for r in body]
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
@@ -403,6 +456,9 @@ def text_report(run: Run) -> str:
     trips = redis_table(run)
     if trips:
         parts += ["", "Redis round trips per operation, by purpose:", _text(*trips)]
+    fixed = idle_table(run)
+    if fixed:
+        parts += ["", "No traffic: the workers' CPU per second, and that fixed cost per operation:", _text(*fixed)]
     table = profile_table(run)
     if table:
         parts += [
@@ -571,6 +627,7 @@ def section(run: Run) -> str:
         "figure over a bar is its ratio to *off*.",
         "",
         *_redis_lines(run),
+        *_idle_lines(run),
         "### Where the layer's time goes",
         "",
         *_profile_lines(run),

@@ -25,7 +25,9 @@ The run
    PBKDF2 costs ~0.3 s of CPU each) over ``--concurrency`` keep-alive connections in a closed loop, after
    ``--warmup`` unmeasured operations per connection; around each block the workers' utime + stime, the stack's
    and the client's CPU are read from ``/proc``, and the server's Redis round trips by purpose from its
-   ``/metrics`` (:mod:`bench.hotpaths.redis_trips`);
+   ``/metrics`` (:mod:`bench.hotpaths.redis_trips`); at the start of each round each server is also left
+   without traffic for ``--idle-seconds`` and its workers' CPU per second read (exact, from ``schedstat``): the fixed
+   cost of the layer's background threads, which a request-rate-bound ratio charges to the requests;
 5. where a target is missed (:mod:`bench.hotpaths.report`), profiles that path on the ``off`` and the missing
    server with py-spy (``--profile``), so the report can say where the layer's time goes;
 6. stops everything and takes the stack down.
@@ -70,7 +72,7 @@ from bench.harness import (
     server_env,
 )
 from bench.hotpaths import profile, redis_trips, report
-from bench.hotpaths.load import PATHS, Accounts, Plan, block_run, cpu_between, cpu_read, machine_busy
+from bench.hotpaths.load import PATHS, Accounts, Plan, block_run, cpu_between, cpu_read, idle_cpu, machine_busy
 from bench.serving.load import stack_pids
 from bench.serving.run import machine_facts
 from devstack import Stack
@@ -332,8 +334,13 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
     load_before = load_average()
     machine_before = machine_busy()
     measured_started = time.monotonic()
+    idle: list[dict[str, Any]] = []
     for round_no in range(args.rounds):
         order = CONFIGS[round_no % len(CONFIGS) :] + CONFIGS[: round_no % len(CONFIGS)]
+        for config in order:
+            if args.idle_seconds > 0:  # no traffic: what the workers' background threads cost per second
+                idle.append({"round": round_no, "config": config, **idle_cpu(pids[config], args.idle_seconds)})
+                say(f"round {round_no + 1} idle     {config:<11}: workers {idle[-1]['cpu_ms_per_s']:.1f} ms CPU/s")
         for path in paths:
             for config in order:
                 blocks.run(round_no, config, path, accounts)
@@ -353,6 +360,7 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
         "evidence": seen,
         "affinity": {"servers": affinity, "client": sorted(os.sched_getaffinity(0)), "stack": "unpinned"},
         "blocks": blocks.blocks,
+        "idle": idle,
         "loadavg": {"before": load_before, "after": load_after},
         # Cores busy on the whole machine while measuring (2.0 = both): what else ran shows here.
         "machine_cores_busy": round((machine_after - machine_before) / measured_seconds, 3),
@@ -413,6 +421,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--logins", type=int, default=4, help="log-ins per block: PBKDF2, ~0.3 s CPU each (%(default)s)")
     p.add_argument("--concurrency", type=int, default=3, help="connections, closed loop; at most 3 (%(default)s)")
     p.add_argument("--warmup", type=int, default=10, help="unmeasured operations per connection (%(default)s)")
+    p.add_argument(
+        "--idle-seconds", type=float, default=3.0, help="per server and round, no traffic: fixed cost (%(default)s)"
+    )
     p.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="hot paths (all)")
     p.add_argument("--readers", type=int, default=30, help="cart readers, 3 items each (%(default)s)")
     p.add_argument(

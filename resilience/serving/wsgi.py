@@ -109,6 +109,10 @@ class ServingMiddleware:
         self.budgets = dict(serving.budgets)
         self.max_bodies = dict(serving.max_bodies)
         self._shed_log = _ShedLog()
+        # The per-class metric children, looked up once (``labels()`` takes a lock and builds a key on every call).
+        self._in_flight = {c: metrics.IN_FLIGHT.labels(c) for c in TRAFFIC_CLASSES}
+        self._duration = {c: metrics.DURATION.labels(c) for c in TRAFFIC_CLASSES}
+        self._served = {c: metrics.REQUESTS.labels(c, "served") for c in TRAFFIC_CLASSES}
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         traffic_class = traffic_class_for(environ.get("PATH_INFO", ""))
@@ -168,7 +172,7 @@ class ServingMiddleware:
     def _serve(
         self, environ: WSGIEnvironment, start: StartResponse, traffic_class: str, permit: Permit
     ) -> Iterable[bytes]:
-        in_flight = metrics.IN_FLIGHT.labels(traffic_class)
+        in_flight = self._in_flight[traffic_class]
         in_flight.inc()
         released = False
 
@@ -188,8 +192,8 @@ class ServingMiddleware:
             raise
         finally:
             cut = budget_end(budget_token)
-        metrics.DURATION.labels(traffic_class).observe(time.perf_counter() - started)
-        metrics.REQUESTS.labels(traffic_class, "served").inc()
+        self._duration[traffic_class].observe(time.perf_counter() - started)
+        self._served[traffic_class].inc()
         if cut:
             metrics.REQUESTS.labels(traffic_class, "timeout").inc()
         return _Released(result, done)
