@@ -43,7 +43,7 @@ import psycopg
 from django.db import DatabaseError as DjangoDatabaseError
 from django.db.backends.postgresql import base as postgresql
 
-from resilience.db import context
+from resilience.db import context, libpq
 from resilience.db.backend.connect import PsycopgWithDeadline, connect_deadline
 from resilience.db.exceptions import NodeDownError, StatementBudgetError
 from resilience.db.nodes import PRIMARY, registry
@@ -188,8 +188,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         ticket = self._arm(self.connection, self.health_check_deadline, rerunnable=rerunnable)
         started = time.monotonic()
         try:
-            with self.connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
+            libpq.rows(self.connection, "SELECT 1")  # once per request: on libpq, a quarter of a cursor's CPU
         except psycopg.Error as exc:
             if watchdog.hedged(ticket):
                 return False  # the node is suspect: Django reconnects, which a suspect node refuses (fast)
