@@ -14,9 +14,10 @@ servers to the other (``taskset``).
   ``Idempotency-Key``), timed together as the customer sees it and each on its own.
 - :func:`block_run`: warm each connection, take the CPU meters, release every thread at once, join, take the
   meters again; returns the samples and the CPU deltas.
-- :func:`cpu_read`: utime + stime, from ``/proc/<pid>/stat``, of a gunicorn master and its workers (the children
-  alive at both readings: a worker that died would be reported as an error, none is expected), of the stack's
-  PostgreSQL and Redis process families, and of this process.
+- :func:`cpu_read`: the CPU of a gunicorn master (utime + stime, ``/proc/<pid>/stat``) and of its workers (every
+  thread's ``/proc/<pid>/task/*/schedstat``: exact, where ticks are 10 ms; the children alive at both readings: a
+  worker that died would be reported as an error, none is expected), of the stack's PostgreSQL and Redis process
+  families, and of this process.
 """
 
 from __future__ import annotations
@@ -180,7 +181,8 @@ def cpu_read(servers: dict[str, int], stack: list[int]) -> dict[str, Any]:
     children = _children_of(set(servers.values()) | set(stack))
     per_server = {}
     for name, master in servers.items():
-        workers = {pid: _cpu(pid) for pid, parent in children.items() if parent == master}
+        # The workers exactly (every thread's schedstat, in ns): a short block's CPU is tens of 10 ms ticks at most.
+        workers = {pid: _runtime_ns(pid) / 1e9 for pid, parent in children.items() if parent == master}
         per_server[name] = {"master": _cpu(master), "workers": workers}
     stack_cpu = sum(_cpu(pid, reaped=True) for pid in stack)
     stack_cpu += sum(_cpu(pid) for pid, parent in children.items() if parent in stack)

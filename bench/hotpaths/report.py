@@ -2,10 +2,10 @@
 
 Per server (``off``, ``on-nolimits``, ``on``) and hot path:
 
-- **app CPU per operation**: the gunicorn workers' utime + stime over a block divided by its operations, the
-  median of the rounds (the figure that holds on a shared machine: what the server spends, whoever else runs);
-  the ratio to ``off`` is taken round by round (the three servers of a path are measured back to back) and its
-  median over the rounds given with the range;
+- **app CPU per operation**: the gunicorn workers' CPU (every thread's schedstat) over a block divided by its
+  operations, the median of the rounds (the figure that holds on a shared machine: what the server spends,
+  whoever else runs); the ratio to ``off`` is taken round by round (the three servers of a path are measured back
+  to back) and its median over the rounds given with the range;
 - **throughput**: operations per second of a block (closed loop, fixed concurrency), the median of the rounds,
   and its ratio to ``off`` the same way;
 - **latency**: p50 and p99 (nearest rank) over every operation of the rounds pooled, errors included;
@@ -593,12 +593,14 @@ def section(run: Run) -> str:
         "(the order rotates per round), each a block of "
         f"{args.get('requests')} operations ({args.get('checkouts')} checkouts, {args.get('logins')} log-ins) after "
         f"{args.get('warmup')} unmeasured ones per connection.",
-        "- **CPU:** around each block the gunicorn workers' utime + stime (`/proc/<pid>/stat`, the master apart), the "
+        "- **CPU:** around each block the gunicorn workers' CPU, exactly (every thread's "
+        "`/proc/<pid>/task/*/schedstat`, in ns, where utime + stime count 10 ms ticks; the master apart), the "
         "stack's PostgreSQL and Redis process families and the client's: *app CPU ms/op* is the workers' CPU over the "
         "block ÷ its operations (the layer's background threads — node monitor probes, snapshot publisher — "
         "included: they are part of its cost). On this shared machine it is far steadier than requests per second. "
-        "Medians of the rounds; ratios to *off* are taken round by round (a path's three blocks run back to back), "
-        "their median given with the range.",
+        "Medians of the rounds; ratios to *off* are taken round by round (a path's three blocks run back to back, "
+        "in about 2-4 s: the machine's own slow swings, which move a server's CPU per request by up to 2x between "
+        "rounds, hit the three alike), their median given with the range.",
         "- **Latency** p50 / p99 (nearest rank) over every operation of the rounds pooled, at the client.",
         "",
         "### Results",

@@ -23,10 +23,10 @@ The run
 4. for ``--rounds`` rounds, for each path, measures the three servers one after the other (the order rotates per
    round): a *block* of ``--requests`` operations (``--checkouts`` for checkout, ``--logins`` for the log-in, whose
    PBKDF2 costs ~0.3 s of CPU each) over ``--concurrency`` keep-alive connections in a closed loop, after
-   ``--warmup`` unmeasured operations per connection; around each block the workers' utime + stime, the stack's
-   and the client's CPU are read from ``/proc``, and the server's Redis round trips by purpose from its
-   ``/metrics`` (:mod:`bench.hotpaths.redis_trips`); at the start of each round each server is also left
-   without traffic for ``--idle-seconds`` and its workers' CPU per second read (exact, from ``schedstat``): the fixed
+   ``--warmup`` unmeasured operations per connection; around each block the workers' CPU (every thread's
+   ``schedstat``: exact), the stack's and the client's are read from ``/proc``, and the server's Redis round
+   trips by purpose from its ``/metrics`` (:mod:`bench.hotpaths.redis_trips`); every ``--idle-every`` rounds each
+   server is also left without traffic for ``--idle-seconds`` and its workers' CPU per second read: the fixed
    cost of the layer's background threads, which a request-rate-bound ratio charges to the requests;
 5. where a target is missed (:mod:`bench.hotpaths.report`), profiles that path on the ``off`` and the missing
    server with py-spy (``--profile``), so the report can say where the layer's time goes;
@@ -338,7 +338,8 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
     for round_no in range(args.rounds):
         order = CONFIGS[round_no % len(CONFIGS) :] + CONFIGS[: round_no % len(CONFIGS)]
         for config in order:
-            if args.idle_seconds > 0:  # no traffic: what the workers' background threads cost per second
+            # No traffic: what the workers' background threads cost per second.
+            if args.idle_seconds > 0 and round_no % max(1, args.idle_every) == 0:
                 idle.append({"round": round_no, "config": config, **idle_cpu(pids[config], args.idle_seconds)})
                 say(f"round {round_no + 1} idle     {config:<11}: workers {idle[-1]['cpu_ms_per_s']:.1f} ms CPU/s")
         for path in paths:
@@ -415,15 +416,16 @@ def render(out: Path, publish: bool) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.hotpaths", description=__doc__.split("\n\n")[0])
     add_common_args(p, name="bench-hotpaths", port_base=61500, prefix="hotpaths", docs_plot=DOCS_PLOT)
-    p.add_argument("--rounds", type=int, default=12, help="interleaved rounds over the three servers (%(default)s)")
-    p.add_argument("--requests", type=int, default=400, help="operations per block: list, detail, cart (%(default)s)")
-    p.add_argument("--checkouts", type=int, default=80, help="checkouts (cart add + order) per block (%(default)s)")
-    p.add_argument("--logins", type=int, default=4, help="log-ins per block: PBKDF2, ~0.3 s CPU each (%(default)s)")
+    p.add_argument("--rounds", type=int, default=40, help="interleaved rounds over the three servers (%(default)s)")
+    p.add_argument("--requests", type=int, default=120, help="operations per block: list, detail, cart (%(default)s)")
+    p.add_argument("--checkouts", type=int, default=24, help="checkouts (cart add + order) per block (%(default)s)")
+    p.add_argument("--logins", type=int, default=2, help="log-ins per block: PBKDF2, ~0.3 s CPU each (%(default)s)")
     p.add_argument("--concurrency", type=int, default=3, help="connections, closed loop; at most 3 (%(default)s)")
-    p.add_argument("--warmup", type=int, default=10, help="unmeasured operations per connection (%(default)s)")
+    p.add_argument("--warmup", type=int, default=5, help="unmeasured operations per connection (%(default)s)")
     p.add_argument(
-        "--idle-seconds", type=float, default=3.0, help="per server and round, no traffic: fixed cost (%(default)s)"
+        "--idle-seconds", type=float, default=2.0, help="no traffic, per server: the fixed cost (%(default)s)"
     )
+    p.add_argument("--idle-every", type=int, default=4, help="rounds between two idle readings (%(default)s)")
     p.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="hot paths (all)")
     p.add_argument("--readers", type=int, default=30, help="cart readers, 3 items each (%(default)s)")
     p.add_argument(
