@@ -385,15 +385,20 @@ def idle_table(run: Run) -> tuple[list[str], list[list[str]]] | None:
     return headers, body
 
 
+def _nth(every: int) -> str:
+    return {1: "", 2: "2nd ", 3: "3rd "}.get(every, f"{every}th ")
+
+
 def _idle_lines(run: Run) -> list[str]:
     table = idle_table(run)
     if table is None:
         return []
+    args = run.meta.get("args", {})
     return [
         "### The fixed cost: the workers with no traffic",
         "",
-        "At the start of every round each server was left without a request for "
-        f"{run.meta.get('args', {}).get('idle_seconds', 3):g} s and its workers' CPU read exactly (every thread's "
+        f"At the start of every {_nth(args.get('idle_every', 1))}round each server was left without a request for "
+        f"{args.get('idle_seconds', 3):g} s and its workers' CPU read exactly (every thread's "
         "`/proc/<pid>/task/*/schedstat`): what the layer's background threads cost per second whatever the traffic "
         "-- the node monitor's probes (10 per node per second per worker), its housekeeping (operator switches, the "
         "key ring, the tasks waiting for the primary), the dashboard snapshot. Per operation it is that cost over the "
@@ -544,7 +549,7 @@ def section(run: Run) -> str:
         "### How to run it",
         "",
         "```sh",
-        ".venv/bin/python -m bench.hotpaths             # ~12 min: three servers, 12 interleaved rounds, the tables",
+        ".venv/bin/python -m bench.hotpaths             # ~18 min: three servers, 40 interleaved rounds, the tables",
         ".venv/bin/python -m bench.hotpaths --publish   # also writes docs/bench/hotpaths.png and this section",
         ".venv/bin/python -m bench.hotpaths --report bench/results/<run>   # re-render from the raw data",
         ".venv/bin/python -m bench.hotpaths --rounds 1 --requests 200 --paths detail   # a quick look",
