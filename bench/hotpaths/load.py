@@ -157,7 +157,7 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
-def _children_of(parents: set[int]) -> dict[int, int]:
+def children_of(parents: set[int]) -> dict[int, int]:
     """pid -> parent pid, of every process whose parent is in ``parents``."""
     found = {}
     for entry in os.listdir("/proc"):
@@ -178,7 +178,7 @@ def _cpu(pid: int, *, reaped: bool = False) -> float:
 
 def cpu_read(servers: dict[str, int], stack: list[int]) -> dict[str, Any]:
     """CPU seconds so far: each server (master + workers, by worker), the stack's families, this process."""
-    children = _children_of(set(servers.values()) | set(stack))
+    children = children_of(set(servers.values()) | set(stack))
     per_server = {}
     for name, master in servers.items():
         # The workers exactly (every thread's schedstat, in ns): a short block's CPU is tens of 10 ms ticks at most.
@@ -230,7 +230,7 @@ def _runtime_ns(pid: int) -> int:
 def idle_cpu(master: int, seconds: float) -> dict[str, Any]:
     """The workers of the server ``master`` with no traffic for ``seconds``: their CPU per second (the layer's
     background threads -- probes, housekeeping, snapshot -- are what runs then), and the workers measured."""
-    workers = [pid for pid, parent in _children_of({master}).items() if parent == master]
+    workers = [pid for pid, parent in children_of({master}).items() if parent == master]
     before = {pid: _runtime_ns(pid) for pid in workers}
     started = time.perf_counter()
     time.sleep(seconds)

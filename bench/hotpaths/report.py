@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.hotpaths import profile, redis_trips
+from bench.hotpaths import instructions, profile, redis_trips
 from bench.stats import median as _median
 from bench.stats import quantile
 
@@ -411,6 +411,71 @@ def _idle_lines(run: Run) -> list[str]:
     ]
 
 
+def instruction_table(run: Run) -> tuple[list[str], list[list[str]]] | None:
+    """The callgrind phase's table (:mod:`bench.hotpaths.instructions`), or None for a run without it."""
+    measured = run.meta.get("instructions")
+    if not measured or "servers" not in measured:
+        return None
+    native = {(c, p): stat(run, c, p).rps for c in CONFIGS for p in measured["paths"] if p in paths(run)}
+    workers = int(run.meta.get("settings", {}).get("on", {}).get("WEB_CONCURRENCY", 2))
+    return instructions.table(measured, native, workers, TITLES)
+
+
+def _instruction_lines(run: Run) -> list[str]:
+    measured = run.meta.get("instructions")
+    if not measured:
+        return []
+    head = ["### Instructions per request: callgrind, the reading the machine cannot move", ""]
+    if "skipped" in measured:
+        return [*head, f"Not measured in this run: {measured['skipped']}.", ""]
+    table = instruction_table(run)
+    events = {c: s["log_events"] for c, s in measured["servers"].items() if s.get("log_events")}
+    lines = [
+        *head,
+        "After the CPU rounds each server ran again, alone, under `valgrind --tool=callgrind`, with one worker "
+        f"({X} 4 threads, the same settings) and one keep-alive connection: {measured['repeats']} blocks per path of "
+        f"{measured['operations']} operations ({measured['checkouts']} checkouts), callgrind's counts zeroed before "
+        "a block's first request and dumped after its last answer by a control thread in the worker "
+        "(`bench/hotpaths/callgrind_gunicorn.py`, through callgrind's client requests). Callgrind counts every "
+        "instruction the worker's process executes in user space, on a simulated CPU: the same code on the same "
+        "state gives the same count whatever else the machine runs, so here a difference of 1 % is a difference "
+        "in the code's work. It is not time: the kernel's work (system calls: a Redis or PostgreSQL round trip's "
+        "send and receive, a timer armed) and what a cache miss costs are not in it; the CPU rounds above are "
+        "the target's measure, this the cross-check that no noise can blur. The background threads' "
+        f"instructions per second were read with no traffic ({measured['idle_seconds']:g} s before and after the "
+        "blocks): under valgrind's slowdown they fall on a block 50-100 times more per request than at full "
+        "speed, so they are taken out of each block (rate x the block's wall time) and given apart, per operation "
+        "at the rate the CPU rounds ran that path at (their 2 workers). *Requests alone* is the median of the "
+        "blocks; *blocks' spread* the largest over the smallest less one:",
+        "",
+        _md(*table, numbers_from=2),  # type: ignore[misc]
+        "",
+    ]
+    for config in LAYER:
+        found = instructions.ratios(measured, config)
+        reads = {p: r for p, r in found.items() if p in READ_PATHS}
+        if not reads:
+            continue
+        within = [p for p, r in reads.items() if r <= CPU_TARGET]
+        lines.append(
+            f"- *{TITLES[config]}*, requests alone: "
+            + ", ".join(f"{p} {r:.3f}" for p, r in found.items())
+            + f"; read paths within 5 %: {', '.join(within) or 'none'}"
+            + (f", not: {', '.join(sorted(set(reads) - set(within)))}" if len(within) < len(reads) else "")
+            + "."
+        )
+    lines.append(
+        "- Valgrind's slowdown and the layer's timeouts: "
+        + (
+            "; ".join(f"{c}: " + ", ".join(f"{n} {e}" for e, n in ev.items()) for c, ev in events.items())
+            if events
+            else "no node was reported down or suspect, no worker timed out, nothing was shed under callgrind"
+        )
+        + f" (the phase took {measured.get('seconds', 0) / 60:.1f} min)."
+    )
+    return [*lines, ""]
+
+
 def _text(headers: list[str], body: list[list[str]]) -> str:
     body = [[c.replace("**", "") for c in r] for r in body]
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
@@ -464,6 +529,9 @@ def text_report(run: Run) -> str:
     fixed = idle_table(run)
     if fixed:
         parts += ["", "No traffic: the workers' CPU per second, and that fixed cost per operation:", _text(*fixed)]
+    counted = instruction_table(run)
+    if counted:
+        parts += ["", "callgrind: instructions per operation (one worker, the background apart):", _text(*counted)]
     table = profile_table(run)
     if table:
         parts += [
@@ -635,6 +703,7 @@ def section(run: Run) -> str:
         "",
         *_redis_lines(run),
         *_idle_lines(run),
+        *_instruction_lines(run),
         "### Where the layer's time goes",
         "",
         *_profile_lines(run),

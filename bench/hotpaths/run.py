@@ -71,7 +71,7 @@ from bench.harness import (
     say,
     server_env,
 )
-from bench.hotpaths import profile, redis_trips, report
+from bench.hotpaths import instructions, profile, redis_trips, report
 from bench.hotpaths.load import PATHS, Accounts, Plan, block_run, cpu_between, cpu_read, idle_cpu, machine_busy
 from bench.serving.load import stack_pids
 from bench.serving.run import machine_facts
@@ -381,6 +381,19 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
     for server in servers.values():
         server.stop()
         cleanup.remove(server.stop)
+    if args.instructions > 0:
+        meta["instructions"] = instructions.measure(
+            envs,
+            {config: SETTINGS[config][1] for config in CONFIGS},
+            accounts,
+            out,
+            cleanup,
+            paths=[p for p in instructions.PATHS if p in paths],
+            operations=args.instructions,
+            repeats=args.instruction_repeats,
+            idle_seconds=args.instruction_idle_seconds,
+            cpus=args.server_cpus,
+        )
     meta["machine"] = machine_facts(stack_env["DATABASE_URL"])
     stack.down()
     meta["log_findings"] = {config: report.scan_log(server.log_path) for config, server in servers.items()}
@@ -438,6 +451,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("auto", "always", "never"),
         default="auto",
         help="py-spy profile of each path whose target is missed (auto), of every path, or none (%(default)s)",
+    )
+    p.add_argument(
+        "--instructions",
+        type=int,
+        default=50,
+        help="operations per block under callgrind (checkout: a fifth); 0 = no instruction counts (%(default)s)",
+    )
+    p.add_argument("--instruction-repeats", type=int, default=5, help="blocks per path under callgrind (%(default)s)")
+    p.add_argument(
+        "--instruction-idle-seconds",
+        type=float,
+        default=10.0,
+        help="no traffic under callgrind, before the blocks and after each round of them (%(default)s)",
     )
     p.add_argument("--profile-seconds", type=float, default=8.0, help="seconds of py-spy per server (%(default)s)")
     args = p.parse_args(argv)
