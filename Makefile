@@ -26,5 +26,6 @@ drill: bootstrap  ## the resilience drill: own stack + gunicorn, the seed's five
 
 .PHONY: bench
 BENCH ?= hotpaths failover jwt serving observability ratelimit
-bench: bootstrap  ## benchmarks, each rewriting only its own part of docs/benchmarks.md (~1.5 h; a subset: BENCH="hotpaths jwt")
+bench:  ## benchmarks, each rewriting only its own part of docs/benchmarks.md (~1.5 h; a subset: BENCH="hotpaths jwt")
+	@BOOTSTRAP_TEST_TOOLS=1 bash scripts/bootstrap.sh  # the suite's tools: valgrind for the hot paths' instruction counts
 	@set -e; for b in $(BENCH); do echo "== python -m bench.$$b --publish"; .venv/bin/python -m bench.$$b --publish; done

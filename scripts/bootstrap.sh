@@ -3,7 +3,8 @@
 # Redis binaries; with BOOTSTRAP_TEST_TOOLS=1 (set by `make test`) also what only the suite uses: Debian's
 # chromium, which the dashboard's browser test drives as /usr/bin/chromium, and prometheus (promtool and the
 # server, for the /metrics tests), haproxy (the split pools behind their proxy), and patroni, etcd-server,
-# etcd-client and redis-sentinel (the scale-out topology of `devstack ha`). Installs Debian packages with
+# etcd-client and redis-sentinel (the scale-out topology of `devstack ha`), valgrind, gcc and perf (the hot-path
+# bench's instruction and system-call counts). Installs Debian packages with
 # apt-get when they are missing and apt is usable (as root, or through passwordless sudo); otherwise says
 # exactly what to install and exits 1.
 set -euo pipefail
@@ -54,6 +55,10 @@ if [ "${BOOTSTRAP_TEST_TOOLS:-}" = 1 ]; then
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
     command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
     command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
+    # valgrind's callgrind, its headers and gcc: the hot-path bench's instruction counts (tests/bench)
+    { command -v valgrind >/dev/null 2>&1 && [ -f /usr/include/valgrind/callgrind.h ]; } || missing+=(valgrind)
+    command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+    command -v perf >/dev/null 2>&1 || missing+=(linux-perf)  # its system calls per request
 fi
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || {
     say "Python 3.11 or newer is needed as '$PYTHON' (set PYTHON=/path/to/python3.11)."; exit 1; }

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.hotpaths import instructions, profile, redis_trips
+from bench.hotpaths import instructions, profile, redis_trips, syscalls
 from bench.stats import median as _median
 from bench.stats import quantile
 
@@ -476,6 +476,29 @@ def _instruction_lines(run: Run) -> list[str]:
     return [*lines, ""]
 
 
+def _syscall_lines(run: Run) -> list[str]:
+    measured = run.meta.get("syscalls")
+    if not measured:
+        return []
+    head = ["### System calls and context switches per request: the kernel's side", ""]
+    if "skipped" in measured:
+        return [*head, f"Not counted in this run: {measured['skipped']}.", ""]
+    return [
+        *head,
+        "What the instruction counts below leave out: the kernel's work for a request. After the rounds, each "
+        "server's workers were counted by `perf stat -e raw_syscalls:sys_enter,context-switches -p <workers>` "
+        "over one more block of each path (same client, same size) and over "
+        f"{next(iter(measured['servers'].values()))['idle']['seconds']:.1f} s with no traffic; the no-traffic "
+        "rate is taken out of the block over its time, so *per op* is the requests' own. Like instructions, these "
+        "are counts, not times: the same code on the same state makes the same calls whatever else the machine "
+        "runs. A system call costs a few hundred nanoseconds to a few microseconds of CPU (a send or receive on a "
+        "socket the most), a context switch some microseconds more when the thread woken finds its caches cold:",
+        "",
+        _md(*syscalls.table(measured, TITLES), numbers_from=2),
+        "",
+    ]
+
+
 def _text(headers: list[str], body: list[list[str]]) -> str:
     body = [[c.replace("**", "") for c in r] for r in body]
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
@@ -529,6 +552,9 @@ def text_report(run: Run) -> str:
     fixed = idle_table(run)
     if fixed:
         parts += ["", "No traffic: the workers' CPU per second, and that fixed cost per operation:", _text(*fixed)]
+    kernel = run.meta.get("syscalls")
+    if kernel and "servers" in kernel:
+        parts += ["", "perf: system calls and context switches per operation:", _text(*syscalls.table(kernel, TITLES))]
     counted = instruction_table(run)
     if counted:
         parts += ["", "callgrind: instructions per operation (one worker, the background apart):", _text(*counted)]
@@ -617,15 +643,17 @@ def section(run: Run) -> str:
         "### How to run it",
         "",
         "```sh",
-        ".venv/bin/python -m bench.hotpaths             # ~18 min: three servers, 40 interleaved rounds, the tables",
+        ".venv/bin/python -m bench.hotpaths             # ~35 min: 40 interleaved rounds, then callgrind, the tables",
         ".venv/bin/python -m bench.hotpaths --publish   # also writes docs/bench/hotpaths.png and this section",
         ".venv/bin/python -m bench.hotpaths --report bench/results/<run>   # re-render from the raw data",
-        ".venv/bin/python -m bench.hotpaths --rounds 1 --requests 200 --paths detail   # a quick look",
+        ".venv/bin/python -m bench.hotpaths --rounds 1 --requests 200 --paths detail --instructions 0   # a quick look",
         "make bench BENCH=hotpaths                      # the same with --publish",
         "```",
         "",
-        "It needs PostgreSQL 15 and Redis (as `make test` does), matplotlib for the plot and py-spy for the profile "
-        "of a missed target (`pip install py-spy`; without it the report says nothing was profiled). It runs its "
+        "It needs PostgreSQL 15 and Redis (as `make test` does), matplotlib for the plot, py-spy for the profile "
+        "of a missed target (`pip install py-spy`; without it the report says nothing was profiled), and valgrind "
+        "with its headers and gcc for the instruction counts (Debian's `valgrind` and `gcc`; without them that part "
+        "is skipped and the report says why). It runs its "
         "own stack (`bench-hotpaths`, ports 61500-61502; after a hard kill "
         "`python -m devstack --name bench-hotpaths down`) "
         "and three gunicorn servers on free loopback ports, and stops them all on success, error, Ctrl-C or SIGTERM. "
@@ -675,6 +703,9 @@ def section(run: Run) -> str:
         "in about 2-4 s: the machine's own slow swings, which move a server's CPU per request by up to 2x between "
         "rounds, hit the three alike), their median given with the range.",
         "- **Latency** p50 / p99 (nearest rank) over every operation of the rounds pooled, at the client.",
+        "- **Instructions:** then each server again, alone, under callgrind (one worker, one connection): the "
+        "instructions per request, which no other load on the machine can move "
+        "([below](#instructions-per-request-callgrind-the-reading-the-machine-cannot-move)).",
         "",
         "### Results",
         "",
@@ -703,6 +734,7 @@ def section(run: Run) -> str:
         "",
         *_redis_lines(run),
         *_idle_lines(run),
+        *_syscall_lines(run),
         *_instruction_lines(run),
         "### Where the layer's time goes",
         "",

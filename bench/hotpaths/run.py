@@ -30,7 +30,12 @@ The run
    cost of the layer's background threads, which a request-rate-bound ratio charges to the requests;
 5. where a target is missed (:mod:`bench.hotpaths.report`), profiles that path on the ``off`` and the missing
    server with py-spy (``--profile``), so the report can say where the layer's time goes;
-6. stops everything and takes the stack down.
+6. counts each server's system calls and context switches per operation of each path (``perf stat``, one block
+   each, :mod:`bench.hotpaths.syscalls`) and with no traffic;
+7. stops the servers and runs each again, alone, under callgrind (:mod:`bench.hotpaths.instructions`, one worker,
+   ``--instructions`` operations per block, ``--instruction-repeats`` blocks per path): the instructions per
+   request, which no other load on the machine can move;
+8. stops everything and takes the stack down.
 
 Every operation is recorded to ``bench/results/hotpaths-<time>/requests.jsonl``, every block to ``meta.json``;
 :mod:`bench.hotpaths.report` makes the tables, the plot and the section of ``docs/benchmarks.md``. Everything
@@ -71,8 +76,18 @@ from bench.harness import (
     say,
     server_env,
 )
-from bench.hotpaths import instructions, profile, redis_trips, report
-from bench.hotpaths.load import PATHS, Accounts, Plan, block_run, cpu_between, cpu_read, idle_cpu, machine_busy
+from bench.hotpaths import instructions, profile, redis_trips, report, syscalls
+from bench.hotpaths.load import (
+    PATHS,
+    Accounts,
+    Plan,
+    block_run,
+    children_of,
+    cpu_between,
+    cpu_read,
+    idle_cpu,
+    machine_busy,
+)
 from bench.serving.load import stack_pids
 from bench.serving.run import machine_facts
 from devstack import Stack
@@ -378,6 +393,25 @@ def measure(args: argparse.Namespace, stack: Stack, out: Path, cleanup: list[Cal
         meta["profiles"] = profile.profile_paths(
             missed, pids, args.profile_seconds, out, lambda path, n: blocks_drive(path, n, ports, accounts, args)
         )
+    if args.syscalls:
+        say("system calls and context switches per operation (perf stat)")
+        meta["syscalls"] = syscalls.measure(
+            {c: [pid for pid, parent in children_of({pids[c]}).items() if parent == pids[c]] for c in CONFIGS},
+            [p for p in paths if p != "token"],
+            lambda config, path: len(
+                block_run(
+                    Plan(path, accounts, args.concurrency),
+                    ports[config],
+                    blocks.count(path),
+                    warmup=0,
+                    timeout=TIMEOUT,
+                    meter=dict,
+                )[0]
+            ),
+            idle_seconds=max(args.idle_seconds, 2.0),
+        )
+        if "skipped" in meta["syscalls"]:
+            say(f"system calls: skipped, {meta['syscalls']['skipped']}")
     for server in servers.values():
         server.stop()
         cleanup.remove(server.stop)
@@ -464,6 +498,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=10.0,
         help="no traffic under callgrind, before the blocks and after each round of them (%(default)s)",
+    )
+    p.add_argument(
+        "--syscalls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="count system calls and context switches per operation with perf stat (%(default)s)",
     )
     p.add_argument("--profile-seconds", type=float, default=8.0, help="seconds of py-spy per server (%(default)s)")
     args = p.parse_args(argv)
