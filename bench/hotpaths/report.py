@@ -643,7 +643,7 @@ def section(run: Run) -> str:
         "### How to run it",
         "",
         "```sh",
-        ".venv/bin/python -m bench.hotpaths             # ~35 min: 40 interleaved rounds, then callgrind, the tables",
+        ".venv/bin/python -m bench.hotpaths             # ~26 min: 40 interleaved rounds, perf, callgrind, the tables",
         ".venv/bin/python -m bench.hotpaths --publish   # also writes docs/bench/hotpaths.png and this section",
         ".venv/bin/python -m bench.hotpaths --report bench/results/<run>   # re-render from the raw data",
         ".venv/bin/python -m bench.hotpaths --rounds 1 --requests 200 --paths detail --instructions 0   # a quick look",
