@@ -2,11 +2,12 @@
 its process executes per operation counted exactly -- the reading this shared machine cannot move.
 
 Why, beside the CPU time: on this 2-core host another tenant's load moves a server's CPU per request by 2-3x
-between rounds and a run's median ratio by about 5 %, as much as the target. The instructions a request executes
-do not depend on what else the machine runs (callgrind counts them on a simulated CPU, so neither the cache nor
-the clock nor the scheduler enter; the same code, input and state give the same count). They are not time: a
-cache miss or a system call costs nothing here, so the CPU rounds stay the measure of the target and this the
-steady cross-check of the code's own work.
+between rounds, and a run's median ratio by up to 0.11 from one run of the same code to the next: twice the
+target. The instructions a request executes do not depend on what else the machine runs (callgrind counts them
+on a simulated CPU, so neither the cache nor the clock nor the scheduler enter; the same code, input and state
+give the same count). They are not time: a cache miss costs nothing here, and the kernel's work not at all
+(:mod:`bench.hotpaths.syscalls` counts the system calls and context switches), so the CPU rounds stay the
+measure of the target and this the steady cross-check of the code's own work.
 
 How (every server in turn, alone, under ``valgrind --tool=callgrind``):
 
@@ -17,13 +18,14 @@ How (every server in turn, alone, under ``valgrind --tool=callgrind``):
    keep-alive connection (closed loop): counts zeroed just before the block's first request and dumped just
    after its last answer, so the count is every instruction the worker executed meanwhile, background threads
    included;
-3. with no traffic before and after the blocks the worker's counts are taken over ``idle_seconds``: the
-   background threads' instructions per second (probes, housekeeping, snapshot), which under valgrind's slowdown
-   fall on a block 50-100 times more per request than at full speed; they are taken out of each block
-   (``rate x block wall time``) to leave the instructions of the requests themselves, and the fixed cost is
-   given apart, per operation at the rate the CPU rounds ran at;
-4. the worker's log is read for what the slowdown may have tripped (a node reported down, a worker timeout): a
-   run where the layer's timeouts fired under valgrind says so.
+3. with no traffic, before the blocks and after each round of them, the worker's counts are taken over
+   ``idle_seconds``: the background threads' instructions per second (probes, housekeeping, snapshot), which
+   under valgrind's slowdown fall on a block 50-100 times more per request than at full speed; their median rate
+   is taken out of each block (``rate x block wall time``) to leave the requests' own instructions, of which the
+   smallest block's counts (:func:`per_operation` says why), and the fixed cost is given apart, per operation at
+   the rate the CPU rounds ran at;
+4. the worker's log, from the first count on, is read for what the slowdown may have tripped (a node reported
+   down, a worker timeout): a run where the layer's timeouts fired under valgrind says so.
 
 Needs valgrind, gcc and valgrind's headers (Debian's ``valgrind`` package has them); without them the phase is
 skipped and the report says why. The raw callgrind files stay in the run folder (not committed).

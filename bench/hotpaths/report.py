@@ -445,8 +445,11 @@ def _instruction_lines(run: Run) -> list[str]:
         f"instructions per second were read with no traffic ({measured['idle_seconds']:g} s before and after the "
         "blocks): under valgrind's slowdown they fall on a block 50-100 times more per request than at full "
         "speed, so they are taken out of each block (rate x the block's wall time) and given apart, per operation "
-        "at the rate the CPU rounds ran that path at (their 2 workers). *Requests alone* is the median of the "
-        "blocks; *blocks' spread* the largest over the smallest less one:",
+        "at the rate the CPU rounds ran that path at (their 2 workers). *Requests alone* is the smallest block's "
+        "count per request: what lands on some blocks and not others is work on a clock -- above all a database "
+        "connection reopened once a minute (`CONN_MAX_AGE`; SCRAM's key stretching alone is some 65 M "
+        "instructions), which valgrind's slowdown puts on a block 50-100 times more often per request than full "
+        "speed does; the blocks' median is beside it, and their spread (the largest over the smallest, less one):",
         "",
         _md(*table, numbers_from=2),  # type: ignore[misc]
         "",
