@@ -732,8 +732,9 @@ def section(run: Run) -> str:
         "",
         "![App CPU per operation and p99, per hot path and server](bench/hotpaths.png)",
         "",
-        "Bars: app CPU ms per operation (left) and p99 ms (right) per hot path and server (log scale); the "
-        "figure over a bar is its ratio to *off*.",
+        "Bars: app CPU ms per operation (left) and p99 ms (middle) per hot path and server (log scale), the "
+        "figure over a bar its ratio to *off*; where the instructions were counted, on the right their ratio to "
+        "*off* per request (callgrind, the requests alone), the dashed line the read paths' 1.05.",
         "",
         *_redis_lines(run),
         *_idle_lines(run),
@@ -771,7 +772,9 @@ def plot(run: Run, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     colors = {"off": "#bdbdbd", "on-nolimits": "#6baed6", "on": "#08519c"}
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    counted = run.meta.get("instructions") or {}
+    panels = 3 if "servers" in counted else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.8))
     names = paths(run)
     width = 0.27
     for ax, key, label in (
@@ -795,9 +798,30 @@ def plot(run: Run, path: Path) -> Path:
         ax.set_yscale("log")
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3, which="both")
+    if panels == 3:
+        _plot_instructions(axes[2], counted, colors)
     axes[0].legend(fontsize=8, loc="upper left")
     fig.suptitle("Hot paths: the resilience layer off, on without rate limits, on (÷ off over the bars)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_instructions(ax: Any, counted: dict[str, Any], colors: dict[str, str]) -> None:
+    """Instructions per request ÷ off (callgrind, requests alone), the layer's two servers per path."""
+    names = list(counted["paths"])
+    width = 0.36
+    for i, config in enumerate(LAYER):
+        found = instructions.ratios(counted, config)
+        values = [found.get(name, float("nan")) for name in names]
+        xs = [j + (i - 0.5) * width for j in range(len(names))]
+        ax.bar(xs, values, width=width, color=colors[config], label=TITLES[config])
+        for x, v in zip(xs, values, strict=True):
+            ax.annotate(f"{v:.3f}", (x, v), ha="center", va="bottom", fontsize=7)
+    ax.axhline(CPU_TARGET, color="#c0392b", linewidth=1, linestyle="--", label="read target (1.05)")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylim(0.95, max(1.15, *(r for c in LAYER for r in instructions.ratios(counted, c).values())) + 0.01)
+    ax.set_ylabel("instructions per request ÷ off (callgrind, requests alone)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
