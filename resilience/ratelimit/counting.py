@@ -17,6 +17,11 @@ worker leased but did not serve before the window ended are lost, so a client ma
 requests are spread over the workers. Only one thread per worker and key leases at a time (another counts
 exactly meanwhile), so that bound holds with threads too. ``RateLimit-Remaining`` of a leased scope is what this
 worker knew at its last lease. ``tests/resilience/ratelimit/test_leases.py`` checks the bound.
+
+A request served from a lease is on the hot path of every read, so it does no more than it must: the lease is
+found by scope and client (the counter's key name, django-ratelimit's window and its SHA-256 key are computed only
+when the worker goes to Redis), and :class:`Pending` and :class:`Usage` are named tuples, not frozen dataclasses
+(whose ``__init__`` sets every field through ``object.__setattr__``).
 """
 
 from __future__ import annotations
@@ -26,15 +31,14 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from django.conf import settings
-from django.core.cache import caches
 from django_ratelimit import ALL
 from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key, get_usage
 
 from resilience.cache.backend import IN_MEMORY
 from resilience.cache.purposes import RATE_LIMITS
+from resilience.ratelimit.conf import limit_cache, limit_settings
 
 LEASED_SCOPES = frozenset({"api"})
 LEASE_SHARE = 0.05  # every worker's lease together: at most this share of a limit
@@ -56,8 +60,7 @@ return totals
 """
 
 
-@dataclass(frozen=True)
-class Pending:
+class Pending(NamedTuple):
     """One scope of a request to count: its rate-limit group, key value (``ip:…``, ``user:…``) and rate."""
 
     scope: str
@@ -66,8 +69,7 @@ class Pending:
     window: int  # seconds
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):
     """How a scope counted this request: ``count`` is its number in the window (over ``limit``: refused)."""
 
     scope: str
@@ -87,7 +89,7 @@ class Usage:
     def headers(self) -> dict[str, str]:
         return {
             "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Remaining": str(max(0, self.limit - self.count)),
             "RateLimit-Reset": str(self.reset),
         }
 
@@ -104,32 +106,37 @@ def _reset(window_end: int) -> int:
     return max(1, window_end - int(time.time()) + 1)
 
 
+LeaseKey = tuple[str, str]  # (scope, the client's key value): one lease per worker at a time
+
+
 @dataclass
 class _Lease:
-    window_end: int
+    window_end: int  # the window's last second (django-ratelimit's _get_window)
+    window: int  # seconds: the window began after window_end - window
     stock: int  # requests left to serve from it
     next_count: int  # the number the next one gets in the window (as this worker knows it)
 
 
 class Leases:
-    """This worker's leases, per counter key (one per client and window). Thread-safe."""
+    """This worker's leases, per scope and client (one lease each, of the window it was taken in). Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._leases: dict[str, _Lease] = {}
-        self._leasing: set[str] = set()  # keys a thread of this worker is leasing for now
+        self._leases: dict[LeaseKey, _Lease] = {}
+        self._leasing: set[LeaseKey] = set()  # keys a thread of this worker is leasing for now
 
-    def take(self, key: str, window_end: int) -> int | None:
-        """This request's number from a live lease, or None (no lease, spent, or of an ended window)."""
+    def take(self, key: LeaseKey, now: int) -> tuple[int, int] | None:
+        """This request's number from a live lease and the second its window ends, or None (no lease, spent, or
+        taken in another window than ``now``'s)."""
         with self._lock:
             lease = self._leases.get(key)
-            if lease is None or lease.window_end != window_end or lease.stock <= 0:
+            if lease is None or lease.stock <= 0 or not lease.window_end - lease.window < now <= lease.window_end:
                 return None
             lease.stock -= 1
             lease.next_count += 1
-            return lease.next_count - 1
+            return lease.next_count - 1, lease.window_end
 
-    def claim(self, key: str) -> bool:
+    def claim(self, key: LeaseKey) -> bool:
         """Whether this thread may lease for ``key`` now (no other thread of this worker is); if not, it counts this
         one request exactly, so a worker never holds two leases' leftovers of one key."""
         with self._lock:
@@ -138,11 +145,11 @@ class Leases:
             self._leasing.add(key)
             return True
 
-    def release(self, key: str) -> None:
+    def release(self, key: LeaseKey) -> None:
         with self._lock:
             self._leasing.discard(key)
 
-    def store(self, key: str, window_end: int, stock: int, next_count: int) -> None:
+    def store(self, key: LeaseKey, window_end: int, window: int, stock: int, next_count: int) -> None:
         with self._lock:
             if len(self._leases) >= _MAX_LEASES:
                 now = int(time.time())
@@ -150,21 +157,17 @@ class Leases:
                 if len(live) >= _MAX_LEASES // 2:  # that many clients in one window: forget the oldest half too
                     live = dict(list(live.items())[len(live) // 2 :])  # (their leftovers are lost: under, not over)
                 self._leases = live
-            self._leases[key] = _Lease(window_end, stock, next_count)
+            self._leases[key] = _Lease(window_end, window, stock, next_count)
 
 
 leases = Leases()
 
 
-def _key_settings() -> tuple[str, object]:
-    return getattr(settings, "RATELIMIT_CACHE_PREFIX", "rl:"), getattr(settings, "RATELIMIT_HASH_ALGORITHM", None)
-
-
 @functools.lru_cache(maxsize=4096)
 def _counter_key(scope: str, window_end: int, limit: int, window: int, value: str, key_settings: object) -> str:
     """django-ratelimit's key for this scope, client and window, computed once per window (it reads two settings and
-    hashes with SHA-256 each time: a fifth of the limiter's time on a product read, under cProfile). The prefix and
-    the hash the library reads (``key_settings``) are part of the memo's key: a changed setting is never missed."""
+    hashes with SHA-256 each time). The prefix and the hash the library reads (``key_settings``) are part of the
+    memo's key: a changed setting is never missed."""
     return _make_cache_key(f"bulwark.{scope}", window_end, (limit, window), value, ALL)
 
 
@@ -181,26 +184,29 @@ def count_in_redis(request: Any, pending: Sequence[Pending]) -> dict[str, Usage]
     """Count ``pending`` against the shared counters (leased scopes from this worker's lease where it can): one
     script for all that need Redis. None when the cache is in memory now (the caller counts there). A scope after
     the first one refused is not counted (absent from the result)."""
+    conf = limit_settings()
     results: dict[str, Usage] = {}
     slots: list[_Slot] = []
+    now = int(time.time())
     for item in pending:
-        window_end = _get_window(item.value, item.window)
-        key = _counter_key(item.scope, window_end, item.limit, item.window, item.value, _key_settings())
+        take, leasing = 1, False
         if item.scope in LEASED_SCOPES:
-            size = lease_size(item.limit, settings.RATELIMIT_WORKERS)
+            size = lease_size(item.limit, conf.workers)
             if size > 1:
-                number = leases.take(key, window_end)
-                if number is not None:
-                    results[item.scope] = Usage(item.scope, item.limit, item.window, number, _reset(window_end))
+                served = leases.take((item.scope, item.value), now)
+                if served is not None:
+                    number, window_end = served
+                    results[item.scope] = Usage(item.scope, item.limit, item.window, number, window_end - now + 1)
                     continue
-                if leases.claim(key):
-                    slots.append(_Slot(item, key, window_end, size, leasing=True))
-                    continue
-        slots.append(_Slot(item, key, window_end, 1, leasing=False))
+                if leases.claim((item.scope, item.value)):
+                    take, leasing = size, True
+        window_end = _get_window(item.value, item.window)
+        key = _counter_key(item.scope, window_end, item.limit, item.window, item.value, conf.key_settings)
+        slots.append(_Slot(item, key, window_end, take, leasing))
     if not slots:
         return results
     try:
-        totals = caches[settings.RATELIMIT_USE_CACHE].run_script(
+        totals = limit_cache().run_script(
             COUNT_SCRIPT,
             [slot.key for slot in slots],
             [arg for slot in slots for arg in (slot.take, slot.pending.limit, slot.pending.window + EXPIRATION_FUDGE)],
@@ -213,7 +219,7 @@ def count_in_redis(request: Any, pending: Sequence[Pending]) -> dict[str, Usage]
     finally:
         for slot in slots:
             if slot.leasing:
-                leases.release(slot.key)
+                leases.release((slot.pending.scope, slot.pending.value))
     return results
 
 
@@ -224,7 +230,7 @@ def _counted(slot: _Slot, total: int) -> Usage:
     if granted == 0:
         return Usage(item.scope, item.limit, item.window, max(total, item.limit + 1), _reset(slot.window_end))
     if slot.leasing and granted > 1:
-        leases.store(slot.key, slot.window_end, stock=granted - 1, next_count=before + 2)
+        leases.store((item.scope, item.value), slot.window_end, item.window, stock=granted - 1, next_count=before + 2)
     return Usage(item.scope, item.limit, item.window, before + 1, _reset(slot.window_end))
 
 

@@ -23,10 +23,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.conf import settings
-from django.core.cache import caches
-
 from resilience.ratelimit.client_ip import client_ip
+from resilience.ratelimit.conf import limit_cache, limit_settings
 from resilience.ratelimit.counting import Pending, Usage, count_in_memory, count_in_redis
 from resilience.ratelimit.exceptions import RateLimitedError
 
@@ -58,20 +56,21 @@ def worker_share(limit: int, workers: int) -> int:
 
 def counts_in_memory() -> bool:
     """Whether the counters live in this process right now (no Redis, Redis down, or forced by the operator)."""
-    cache = caches[settings.RATELIMIT_USE_CACHE]
-    uses_memory = getattr(cache, "uses_memory", None)
+    uses_memory = getattr(limit_cache(), "uses_memory", None)
     return bool(uses_memory()) if uses_memory is not None else False
 
 
 def _key(kind: str, request: Any) -> str | None:
+    if kind in ("client", "user"):
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            return f"user:{user.pk}"
+        if kind == "user":
+            return None
+        kind = "ip"  # "client": an anonymous request counts by its address
     if kind == "ip":
-        return "ip:" + client_ip(request.META, settings.RATELIMIT_TRUSTED_PROXY_COUNT)
-    user = getattr(request, "user", None)
-    authenticated = bool(user is not None and user.is_authenticated)
-    if kind == "user":
-        return f"user:{user.pk}" if authenticated else None
-    if kind == "client":
-        return f"user:{user.pk}" if authenticated else _key("ip", request)
+        meta = getattr(request, "_request", request).META  # (a DRF request would pass it on in Python)
+        return "ip:" + client_ip(meta, limit_settings().trusted_proxy_count)
     if kind == "username":
         data = request.data  # parsed once; a malformed body raises parse_error here, as it would in the view
         return username_key(data.get("username") if hasattr(data, "get") else None)
@@ -92,10 +91,10 @@ def scope_key(request: Any, scope: str) -> str | None:
 
 
 def _pending(request: Any, scope: str, key: str | None) -> Pending | None:
-    rate = settings.RATELIMIT_RATES.get(scope)
+    rate = limit_settings().rates.get(scope)
     if rate is None:
         return None
-    value = key if key is not None else scope_key(request, scope)
+    value = key if key is not None else _key(SCOPES[scope], request)
     if value is None:
         return None
     return Pending(scope, value, *rate)
@@ -146,7 +145,7 @@ def _count_in_memory(request: Any, item: Pending) -> Usage | None:
             if counted is not None:
                 return counted.get(item.scope)
             continue
-        counted_here = count_in_memory(request, item, worker_share(item.limit, settings.RATELIMIT_WORKERS))
+        counted_here = count_in_memory(request, item, worker_share(item.limit, limit_settings().workers))
         if counts_in_memory() != in_memory:
             # The store switched during this count. The library's key names the rate, so it went to the share's
             # counter in the wrong store: count again in the store now in use, or the first count after a switch
@@ -177,20 +176,19 @@ def enforce(request: Any, scopes: Sequence[str], *, keys: Mapping[str, str] | No
     """Count the request against each scope in order (once per request, re-runs included), by ``keys[scope]`` when
     given, else the scope's own key; raise ``RateLimitedError`` at the first one exceeded (later scopes are then not
     counted). Returns the ``RateLimit-*`` headers of the tightest scope."""
-    if not settings.RATELIMIT_ENABLE:
+    if not limit_settings().enabled:
         return {}
     counted = _counted(request)
     todo = [scope for scope in scopes if scope not in counted]
     if todo:
         counted.update(count_scopes(request, todo, keys))
-    usages = []
+    tightest: Usage | None = None
     for scope in scopes:
         usage = counted.get(scope)
         if usage is None:
             continue
-        if usage.exceeded:
+        if usage.count > usage.limit:
             raise RateLimitedError(scope=scope, limit=usage.limit, window=usage.window, reset=usage.reset)
-        usages.append(usage)
-    if not usages:
-        return {}
-    return min(usages, key=lambda usage: (usage.remaining, -usage.reset)).headers()
+        if tightest is None or (usage.remaining, -usage.reset) < (tightest.remaining, -tightest.reset):
+            tightest = usage
+    return tightest.headers() if tightest is not None else {}

@@ -173,9 +173,22 @@ def test_with_redis_down_a_leased_scope_counts_in_memory_at_the_worker_share(lim
 def test_a_worker_keeps_a_bounded_number_of_leases(monkeypatch) -> None:
     monkeypatch.setattr(counting, "_MAX_LEASES", 100)
     held = Leases()
-    window_end = 2**31
+    window_end, now = 2**31, 2**31 - 10
     for n in range(1000):
-        held.store(f"key-{n}", window_end, stock=5, next_count=2)
+        held.store(("api", f"ip:{n}"), window_end, 60, stock=5, next_count=2)
     assert len(held._leases) <= 100
-    assert held.take("key-999", window_end) == 2  # the newest are kept
-    assert held.take("key-0", window_end) is None
+    assert held.take(("api", "ip:999"), now) == (2, window_end)  # the newest are kept
+    assert held.take(("api", "ip:0"), now) is None
+
+
+def test_a_lease_serves_only_in_the_window_it_was_taken_in() -> None:
+    held = Leases()
+    held.store(("api", "ip:1"), 1_000, 60, stock=3, next_count=8)
+    assert held.take(("api", "ip:1"), 940) is None  # the window is 941-1000
+    assert held.take(("api", "ip:1"), 1_001) is None  # a new window: its count starts again in Redis
+    assert [held.take(("api", "ip:1"), now) for now in (941, 970, 1_000, 1_000)] == [
+        (8, 1_000),
+        (9, 1_000),
+        (10, 1_000),
+        None,
+    ]
