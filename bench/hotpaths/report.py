@@ -651,6 +651,7 @@ def section(run: Run) -> str:
         ".venv/bin/python -m bench.hotpaths --report bench/results/<run>   # re-render from the raw data",
         ".venv/bin/python -m bench.hotpaths --rounds 1 --requests 200 --paths detail --instructions 0   # a quick look",
         "make bench BENCH=hotpaths                      # the same with --publish",
+        ".venv/bin/python -m bench.hotpaths.limiter     # ~3 min: the rate limiter alone, in-process (below)",
         "```",
         "",
         "It needs PostgreSQL 15 and Redis (as `make test` does), matplotlib for the plot, py-spy for the profile "

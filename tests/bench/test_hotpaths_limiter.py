@@ -1,0 +1,27 @@
+"""bench.hotpaths.limiter's arithmetic: the limiter per request is the median of each repeat's on - off."""
+
+from __future__ import annotations
+
+from bench.hotpaths.limiter import summarise, table
+
+
+def test_the_limiter_is_the_median_of_each_repeat_s_difference() -> None:
+    requests = 100
+    dumps = [
+        ("detail off 0", 1_000_000_000),
+        ("detail on 0", 1_010_000_000),  # +100 k per request
+        ("detail off 1", 1_050_000_000),  # a slow repeat for both: the difference stays
+        ("detail on 1", 1_059_000_000),  # +90 k
+        ("detail off 2", 1_000_000_000),
+        ("detail on 2", 1_012_000_000),  # +120 k
+    ]
+    row = summarise(dumps, requests)["detail"]
+    assert row["limiter"] == 100_000
+    assert row["limiter_range"] == [90_000, 120_000]
+    assert row["off"] == 10_000_000 and row["on"] == 10_120_000 and row["repeats"] == 3
+    assert "product detail | 10.000 | 10.120 | 100 (90 to 120)" in table({"detail": row})
+
+
+def test_a_repeat_without_its_pair_is_left_out() -> None:
+    dumps = [("cart off 0", 2_000), ("cart on 0", 2_300), ("cart off 1", 2_000)]
+    assert summarise(dumps, 1)["cart"]["repeats"] == 1
