@@ -106,7 +106,9 @@ def _reset(window_end: int) -> int:
     return max(1, window_end - int(time.time()) + 1)
 
 
-LeaseKey = tuple[str, str]  # (scope, the client's key value): one lease per worker at a time
+# A lease is the scope's, the client's and the rate's: (scope, key value, limit, window), the Pending itself. A
+# changed rate counts on a counter of its own, as django-ratelimit's key names the rate.
+LeaseKey = tuple[str, str, int, int]
 
 
 @dataclass
@@ -193,12 +195,12 @@ def count_in_redis(request: Any, pending: Sequence[Pending]) -> dict[str, Usage]
         if item.scope in LEASED_SCOPES:
             size = lease_size(item.limit, conf.workers)
             if size > 1:
-                served = leases.take((item.scope, item.value), now)
+                served = leases.take(item, now)
                 if served is not None:
                     number, window_end = served
                     results[item.scope] = Usage(item.scope, item.limit, item.window, number, window_end - now + 1)
                     continue
-                if leases.claim((item.scope, item.value)):
+                if leases.claim(item):
                     take, leasing = size, True
         window_end = _get_window(item.value, item.window)
         key = _counter_key(item.scope, window_end, item.limit, item.window, item.value, conf.key_settings)
@@ -219,7 +221,7 @@ def count_in_redis(request: Any, pending: Sequence[Pending]) -> dict[str, Usage]
     finally:
         for slot in slots:
             if slot.leasing:
-                leases.release((slot.pending.scope, slot.pending.value))
+                leases.release(slot.pending)
     return results
 
 
@@ -230,7 +232,7 @@ def _counted(slot: _Slot, total: int) -> Usage:
     if granted == 0:
         return Usage(item.scope, item.limit, item.window, max(total, item.limit + 1), _reset(slot.window_end))
     if slot.leasing and granted > 1:
-        leases.store((item.scope, item.value), slot.window_end, item.window, stock=granted - 1, next_count=before + 2)
+        leases.store(item, slot.window_end, item.window, stock=granted - 1, next_count=before + 2)
     return Usage(item.scope, item.limit, item.window, before + 1, _reset(slot.window_end))
 
 

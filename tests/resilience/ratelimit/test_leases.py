@@ -175,20 +175,29 @@ def test_a_worker_keeps_a_bounded_number_of_leases(monkeypatch) -> None:
     held = Leases()
     window_end, now = 2**31, 2**31 - 10
     for n in range(1000):
-        held.store(("api", f"ip:{n}"), window_end, 60, stock=5, next_count=2)
+        held.store(("api", f"ip:{n}", 300, 60), window_end, 60, stock=5, next_count=2)
     assert len(held._leases) <= 100
-    assert held.take(("api", "ip:999"), now) == (2, window_end)  # the newest are kept
-    assert held.take(("api", "ip:0"), now) is None
+    assert held.take(("api", "ip:999", 300, 60), now) == (2, window_end)  # the newest are kept
+    assert held.take(("api", "ip:0", 300, 60), now) is None
 
 
 def test_a_lease_serves_only_in_the_window_it_was_taken_in() -> None:
     held = Leases()
-    held.store(("api", "ip:1"), 1_000, 60, stock=3, next_count=8)
-    assert held.take(("api", "ip:1"), 940) is None  # the window is 941-1000
-    assert held.take(("api", "ip:1"), 1_001) is None  # a new window: its count starts again in Redis
-    assert [held.take(("api", "ip:1"), now) for now in (941, 970, 1_000, 1_000)] == [
+    held.store(("api", "ip:1", 300, 60), 1_000, 60, stock=3, next_count=8)
+    assert held.take(("api", "ip:1", 300, 60), 940) is None  # the window is 941-1000
+    assert held.take(("api", "ip:1", 300, 60), 1_001) is None  # a new window: its count starts again in Redis
+    assert [held.take(("api", "ip:1", 300, 60), now) for now in (941, 970, 1_000, 1_000)] == [
         (8, 1_000),
         (9, 1_000),
         (10, 1_000),
         None,
     ]
+
+
+def test_a_changed_rate_counts_on_its_own_counter_not_from_the_old_rate_s_lease(limits) -> None:
+    limits(api=(100_000, DAY))
+    request = a_request()
+    assert [count_scopes(request, ["api"])["api"].count for _ in range(3)] == [1, 2, 3]  # from one lease of 100
+    limits(api=(200_000, DAY))
+    usage = count_scopes(request, ["api"])["api"]
+    assert (usage.count, usage.limit) == (1, 200_000)  # a new counter, as django-ratelimit's key names the rate
