@@ -113,14 +113,14 @@ LeaseKey = tuple[str, str, int, int]
 
 @dataclass
 class _Lease:
-    window_end: int  # the window's last second (django-ratelimit's _get_window)
-    window: int  # seconds: the window began after window_end - window
+    window_end: int  # the window's last second (django-ratelimit's _get_window); it began after window_end - window
+    # (the window's length is the key's: LeaseKey)
     stock: int  # requests left to serve from it
     next_count: int  # the number the next one gets in the window (as this worker knows it)
 
 
 class Leases:
-    """This worker's leases, per scope and client (one lease each, of the window it was taken in). Thread-safe."""
+    """This worker's leases, per scope, client and rate (one lease each, of the window it was taken in). Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -132,7 +132,7 @@ class Leases:
         taken in another window than ``now``'s)."""
         with self._lock:
             lease = self._leases.get(key)
-            if lease is None or lease.stock <= 0 or not lease.window_end - lease.window < now <= lease.window_end:
+            if lease is None or lease.stock <= 0 or not lease.window_end - key[3] < now <= lease.window_end:
                 return None
             lease.stock -= 1
             lease.next_count += 1
@@ -151,7 +151,7 @@ class Leases:
         with self._lock:
             self._leasing.discard(key)
 
-    def store(self, key: LeaseKey, window_end: int, window: int, stock: int, next_count: int) -> None:
+    def store(self, key: LeaseKey, window_end: int, stock: int, next_count: int) -> None:
         with self._lock:
             if len(self._leases) >= _MAX_LEASES:
                 now = int(time.time())
@@ -159,7 +159,7 @@ class Leases:
                 if len(live) >= _MAX_LEASES // 2:  # that many clients in one window: forget the oldest half too
                     live = dict(list(live.items())[len(live) // 2 :])  # (their leftovers are lost: under, not over)
                 self._leases = live
-            self._leases[key] = _Lease(window_end, window, stock, next_count)
+            self._leases[key] = _Lease(window_end, stock, next_count)
 
 
 leases = Leases()
@@ -232,7 +232,7 @@ def _counted(slot: _Slot, total: int) -> Usage:
     if granted == 0:
         return Usage(item.scope, item.limit, item.window, max(total, item.limit + 1), _reset(slot.window_end))
     if slot.leasing and granted > 1:
-        leases.store(item, slot.window_end, item.window, stock=granted - 1, next_count=before + 2)
+        leases.store(item, slot.window_end, stock=granted - 1, next_count=before + 2)
     return Usage(item.scope, item.limit, item.window, before + 1, _reset(slot.window_end))
 
 

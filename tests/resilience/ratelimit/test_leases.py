@@ -175,7 +175,7 @@ def test_a_worker_keeps_a_bounded_number_of_leases(monkeypatch) -> None:
     held = Leases()
     window_end, now = 2**31, 2**31 - 10
     for n in range(1000):
-        held.store(("api", f"ip:{n}", 300, 60), window_end, 60, stock=5, next_count=2)
+        held.store(("api", f"ip:{n}", 300, 60), window_end, stock=5, next_count=2)
     assert len(held._leases) <= 100
     assert held.take(("api", "ip:999", 300, 60), now) == (2, window_end)  # the newest are kept
     assert held.take(("api", "ip:0", 300, 60), now) is None
@@ -183,7 +183,7 @@ def test_a_worker_keeps_a_bounded_number_of_leases(monkeypatch) -> None:
 
 def test_a_lease_serves_only_in_the_window_it_was_taken_in() -> None:
     held = Leases()
-    held.store(("api", "ip:1", 300, 60), 1_000, 60, stock=3, next_count=8)
+    held.store(("api", "ip:1", 300, 60), 1_000, stock=3, next_count=8)
     assert held.take(("api", "ip:1", 300, 60), 940) is None  # the window is 941-1000
     assert held.take(("api", "ip:1", 300, 60), 1_001) is None  # a new window: its count starts again in Redis
     assert [held.take(("api", "ip:1", 300, 60), now) for now in (941, 970, 1_000, 1_000)] == [
