@@ -19,7 +19,7 @@ exactly meanwhile), so that bound holds with threads too. ``RateLimit-Remaining`
 worker knew at its last lease. ``tests/resilience/ratelimit/test_leases.py`` checks the bound.
 
 A request served from a lease is on the hot path of every read, so it does no more than it must: the lease is
-found by scope and client (the counter's key name, django-ratelimit's window and its SHA-256 key are computed only
+found by scope, client and rate (the counter's key name, django-ratelimit's window and its SHA-256 key are computed only
 when the worker goes to Redis), and :class:`Pending` and :class:`Usage` are named tuples, not frozen dataclasses
 (whose ``__init__`` sets every field through ``object.__setattr__``).
 """
