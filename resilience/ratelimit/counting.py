@@ -89,7 +89,7 @@ class Usage(NamedTuple):
     def headers(self) -> dict[str, str]:
         return {
             "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(max(0, self.limit - self.count)),
+            "RateLimit-Remaining": str(self.remaining),
             "RateLimit-Reset": str(self.reset),
         }
 

@@ -69,7 +69,7 @@ def _key(kind: str, request: Any) -> str | None:
             return None
         kind = "ip"  # "client": an anonymous request counts by its address
     if kind == "ip":
-        meta = getattr(request, "_request", request).META  # (a DRF request would pass it on in Python)
+        meta = getattr(request, "_request", request).META  # the Django request's: DRF's would forward it in Python
         return "ip:" + client_ip(meta, limit_settings().trusted_proxy_count)
     if kind == "username":
         data = request.data  # parsed once; a malformed body raises parse_error here, as it would in the view
@@ -94,7 +94,7 @@ def _pending(request: Any, scope: str, key: str | None) -> Pending | None:
     rate = limit_settings().rates.get(scope)
     if rate is None:
         return None
-    value = key if key is not None else _key(SCOPES[scope], request)
+    value = key if key is not None else scope_key(request, scope)
     if value is None:
         return None
     return Pending(scope, value, *rate)
@@ -187,7 +187,7 @@ def enforce(request: Any, scopes: Sequence[str], *, keys: Mapping[str, str] | No
         usage = counted.get(scope)
         if usage is None:
             continue
-        if usage.count > usage.limit:
+        if usage.exceeded:
             raise RateLimitedError(scope=scope, limit=usage.limit, window=usage.window, reset=usage.reset)
         if tightest is None or (usage.remaining, -usage.reset) < (tightest.remaining, -tightest.reset):
             tightest = usage
