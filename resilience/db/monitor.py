@@ -21,6 +21,7 @@ primary answers, on the housekeeping thread.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -197,13 +198,30 @@ class NodeMonitor:
 
     def _query_once(self, alias: str, sql: str, purpose: str, *, fresh: bool = False) -> list[tuple[Any, ...]]:
         # Overdue probe = suspect node: this worker's safe reads on it are hedged off (re-run elsewhere) at once.
-        suspect_after = self.nodes.policy.suspect_after
+        suspect_after = self.nodes.policy.suspect_after if purpose == "probe" else None
+        if suspect_after is not None and suspect_after >= self.deadline:
+            suspect_after = None  # cut before it could be suspect: the deadline alone
         timer = None
-        if purpose == "probe" and suspect_after is not None:
+        if suspect_after is not None and (fresh or not self._has_connection(alias, purpose)):
+            # A connection to open first, and no socket to arm yet: the suspicion on a timer of its own.
             timer = watchdog.call_after(suspect_after, lambda: self._suspected(alias), f"{alias} (suspect)")
         try:
             conn = self._connection(alias, purpose, fresh=fresh)
-            ticket = watchdog.arm(conn.pgconn.socket, self.deadline, f"{alias} ({purpose})", port=conn.info.port)
+            label, socket, port = f"{alias} ({purpose})", conn.pgconn.socket, conn.info.port
+            if suspect_after is not None and timer is None:
+                # One target for both stages (a probe runs ten times a second per node and worker): the suspicion
+                # at suspect_after, the cut at the deadline.
+                ticket = watchdog.arm(
+                    socket,
+                    suspect_after,
+                    label,
+                    port=port,
+                    cancel=functools.partial(self._overdue, alias),
+                    grace=self.deadline - suspect_after,
+                    announced=False,
+                )
+            else:
+                ticket = watchdog.arm(socket, self.deadline, label, port=port)
             try:
                 return libpq.rows(conn, sql)  # on libpq itself: psycopg's cursor was most of a probe's CPU
             finally:
@@ -211,6 +229,11 @@ class NodeMonitor:
         finally:
             if timer is not None:
                 watchdog.disarm(timer)
+
+    def _overdue(self, alias: str) -> bool:
+        """The probe's first stage (on the watchdog's thread): the node is suspect; the cut stays armed."""
+        self._suspected(alias)
+        return True
 
     @staticmethod
     def _suspected(alias: str) -> None:

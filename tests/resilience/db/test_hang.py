@@ -348,3 +348,33 @@ def test_a_disarmed_timer_never_fires() -> None:
     watchdog.disarm(watchdog.call_after(0.05, lambda: fired.append(True), "t"))
     time.sleep(0.3)
     assert fired == []
+
+
+def test_a_probe_that_hangs_on_its_open_connection_hedges_at_the_suspicion_and_is_cut_at_the_deadline(caplog) -> None:
+    """One watchdog target per probe, two stages: at ``suspect_after`` the node's safe reads in flight run again
+    elsewhere, at the deadline the probe itself is cut; a probe that answers in time leaves nothing armed."""
+    from resilience.db.monitor import NodeMonitor
+    from resilience.db.watchdog import watchdog
+
+    nodes = monitored()
+    monitor = NodeMonitor(nodes, deadline=1.0)
+    try:
+        assert monitor._query_once(REPLICA, "SELECT 1", "probe") == [(1,)]  # the connection is open from here on
+        assert not [t for t in watchdog._armed.values() if t.label.startswith(REPLICA)]
+        state = context.RoutingState(safe_method=True)
+        thread, outcome = _sleep_on_replica_in(state)
+        time.sleep(0.5)  # the read is in flight
+        started = time.monotonic()
+        with pytest.raises(psycopg.Error):
+            monitor._query_once(REPLICA, "SELECT pg_sleep(20)", "probe")
+        took = time.monotonic() - started
+        thread.join(timeout=5)
+        assert 0.9 <= took < 3, took  # cut at the deadline (1 s), not at the suspicion
+        # Hedged at the suspicion (0.25 s), long before the probe's cut: the read failed and may run elsewhere,
+        assert isinstance(outcome.get("error"), DatabaseError) and outcome["seconds"] < 0.5 + took
+        assert REPLICA in state.failed
+        assert nodes.state(REPLICA).reachable  # ... and a probe that was cut marks nothing down by itself (_probe does)
+        assert "cancelling the statement" not in caplog.text and "cancel did not take" not in caplog.text
+        assert "query deadline passed on replica_1 (probe): cutting the connection off" in caplog.text
+    finally:
+        monitor.close()
