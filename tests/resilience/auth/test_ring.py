@@ -144,6 +144,36 @@ def test_a_revocation_elsewhere_is_seen_at_the_next_refresh(user, monkeypatch) -
 
 
 @pytest.mark.django_db
+def test_a_re_read_of_an_unchanged_table_asks_only_for_its_fingerprint_and_any_change_rebuilds(user) -> None:
+    """The ORM's read of the rows and the ring's build happen only when the table's fingerprint changed: a row
+    changed by hand (no timestamp touched, no signal sent) or deleted counts as a change."""
+    key_rotate()
+    ring_cache.reset()
+    access = tokens_for_user(user)["access"]
+    kid = jwt.get_unverified_header(access)["kid"]
+    built = ring_cache.current()
+
+    def re_read() -> list[str]:
+        reread_due()
+        with CaptureQueriesContext(connection) as queries:
+            ring_cache.current()
+        return [q["sql"] for q in queries.captured_queries if SigningKey._meta.db_table in q["sql"]]
+
+    unchanged = re_read()
+    assert len(unchanged) == 1 and "md5" in unchanged[0], unchanged
+    assert ring_cache.current() is built  # not built again
+    with connection.cursor() as cursor:  # as an operator's SQL would: updated_at stays as it was
+        cursor.execute(f"UPDATE {SigningKey._meta.db_table} SET state = %s WHERE kid = %s", [REVOKED, kid])
+    assert len(re_read()) == 2  # the fingerprint, then the rows
+    with pytest.raises(TokenNotValidError) as refused:
+        access_decode(access)
+    assert refused.value.reason == "key_revoked"
+    rebuilt = ring_cache.current()
+    SigningKey.objects.filter(kid=kid).delete()
+    assert len(re_read()) == 2 and ring_cache.current() is not rebuilt
+
+
+@pytest.mark.django_db
 def test_a_change_in_this_process_is_obeyed_at_once(user, django_capture_on_commit_callbacks) -> None:
     with django_capture_on_commit_callbacks(execute=True):
         key_rotate()
