@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from django.core import signing
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.db import DatabaseError, connections
 
 from resilience.db import context
@@ -43,8 +43,9 @@ def _user_key(user_id: object) -> str:
 
 
 def user_lsn(user_id: object) -> int | None:
-    try:
-        return cache.get(_user_key(user_id))
+    try:  # read on every authenticated request: the cache's direct get where it has one (FallbackCache)
+        store = caches[DEFAULT_CACHE_ALIAS]
+        return getattr(store, "get_direct", store.get)(_user_key(user_id))
     except Exception as exc:  # noqa: BLE001 - any cache backend failure: fall back to the client's token
         logger.info("read-after cache unavailable: %s", exc)
         return None

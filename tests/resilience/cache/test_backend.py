@@ -238,3 +238,40 @@ def test_clear_empties_memory_too(make_cache) -> None:
     cache.set("k", 1)
     cache.clear()
     assert cache.get("k") is None
+
+
+# ---- get_direct: the hot path's get ---------------------------------------------------------------------------
+
+
+def test_get_direct_reads_what_set_stored_as_get_does(make_cache) -> None:
+    url = stack_redis_url()
+    cache = make_cache(url)
+    cache.set("position", 123_456_789_012, 60)  # django-redis stores an integer as such
+    cache.set("pickled", {"x": [1, 2]}, 60)  # ... anything else pickled
+    assert cache.get_direct("position") == cache.get("position") == 123_456_789_012
+    assert cache.get_direct("pickled") == {"x": [1, 2]}
+    assert cache.get_direct("missing") is None and cache.get_direct("missing", "default") == "default"
+    assert in_redis(cache, url, "position") and cache._memory.get("position") is None
+
+
+def test_get_direct_fails_over_to_memory_as_get_does(make_cache, hung_redis, caplog) -> None:
+    cache = make_cache(hung_redis.url, PROBE_INTERVAL=3600)
+    spent = timed(lambda: cache.get_direct("position"))
+    assert spent < TIMEOUT + 5  # one timeout, then memory
+    assert cache.snapshot()["breaker"] == "open" and len(events(caplog, "cache_redis_down")) == 1
+    cache.set("position", 7)  # the circuit is open: memory
+    assert cache.get_direct("position") == 7 and hung_redis.connections() == 1
+
+
+def test_get_direct_obeys_the_operator_switch(make_cache) -> None:
+    url = stack_redis_url()
+    cache = make_cache(url)
+    cache.set("position", 1)
+    controls_replace([(RATELIMIT_FORCE_MEMORY, True)])
+    try:
+        assert cache.get_direct("position") is None  # memory never had it
+        cache.set("position", 2)
+        assert cache.get_direct("position") == 2
+    finally:
+        controls_replace([])
+    assert cache.get_direct("position") == 1
