@@ -163,7 +163,7 @@ def test_a_re_read_of_an_unchanged_table_asks_only_for_its_fingerprint_and_any_c
     assert len(unchanged) == 1 and "md5" in unchanged[0], unchanged
     assert ring_cache.current() is built  # not built again
     with connection.cursor() as cursor:  # as an operator's SQL would: updated_at stays as it was
-        cursor.execute(f"UPDATE {SigningKey._meta.db_table} SET state = %s WHERE kid = %s", [REVOKED, kid])
+        cursor.execute("UPDATE resilience_signingkey SET state = %s WHERE kid = %s", [REVOKED, kid])
     assert len(re_read()) == 2  # the fingerprint, then the rows
     with pytest.raises(TokenNotValidError) as refused:
         access_decode(access)
