@@ -8,9 +8,12 @@ Django's test client sends the requests through the whole middleware stack and t
 node monitor and the dashboard snapshot are not started, and each repeat counts a block with
 ``RATELIMIT_ENABLE`` off, then one with it on (``override_settings``, as the limiter's settings snapshot expects).
 The limits count in Redis at 1,000,000 a minute, the global ``api`` scope from the worker's leases, as in the
-hot-path servers.
+hot-path servers. A third block per repeat, *exact*, counts the global scope in Redis on every request (no lease:
+one script per request): its difference from the leased block is what a request that goes to Redis costs -- a
+lease renewal, which the servers pay once per client, worker and window (on the cart read with 30 readers, about
+one request in eight), and a request of a security scope, on every request.
 
-``python -m bench.hotpaths.limiter`` (about 2 min): builds its own stack (``bench-limiter``, ports 61520-61522),
+``python -m bench.hotpaths.limiter`` (about 3 min): builds its own stack (``bench-limiter``, ports 61520-61522),
 migrates it and loads the demo catalog, runs the measuring process under ``valgrind --tool=callgrind`` and prints
 the table; ``--out`` keeps the raw dumps and ``limiter.json``.
 """
@@ -52,6 +55,7 @@ def _child(paths: list[str], requests: int, repeats: int) -> None:
     from django.contrib.auth import get_user_model
 
     from resilience.auth.tokens import tokens_for_user
+    from resilience.ratelimit import counting
     from shop.models import Product
 
     shim = ctypes.CDLL(os.environ["BENCH_CALLGRIND_SHIM"])
@@ -75,18 +79,25 @@ def _child(paths: list[str], requests: int, repeats: int) -> None:
                 block(path, 30, served)  # warm: caches, the connection, the first lease
                 served += 30
         for repeat in range(repeats):
-            for enabled in (False, True):
-                with override_settings(RATELIMIT_ENABLE=enabled):
-                    gc.collect()  # every block starts with the collector's generations empty
-                    shim.bench_zero()
-                    block(path, requests, served)
-                    shim.bench_dump(f"{path} {'on' if enabled else 'off'} {repeat}".encode())
+            for limits in ("off", "on", "exact"):
+                leased = counting.LEASED_SCOPES
+                if limits == "exact":
+                    counting.LEASED_SCOPES = frozenset()  # every request's global scope in Redis, by one script
+                try:
+                    with override_settings(RATELIMIT_ENABLE=limits != "off"):
+                        gc.collect()  # every block starts with the collector's generations empty
+                        shim.bench_zero()
+                        block(path, requests, served)
+                        shim.bench_dump(f"{path} {limits} {repeat}".encode())
+                finally:
+                    counting.LEASED_SCOPES = leased
                 served += requests
 
 
 def summarise(dumps: list[tuple[str, int]], requests: int) -> dict[str, Any]:
     """Per path: instructions per request with the limits off and on (medians of the repeats) and the limiter's,
-    the median of each repeat's on - off."""
+    the median of each repeat's on - off; where the repeats have an *exact* block, what going to Redis costs a
+    request over being served from a lease (the median of each repeat's exact - on)."""
     blocks: dict[tuple[str, str], dict[int, float]] = {}
     for label, total in dumps:
         path, limits, repeat = label.split()
@@ -102,16 +113,28 @@ def summarise(dumps: list[tuple[str, int]], requests: int) -> dict[str, Any]:
             "limiter_range": [min(deltas), max(deltas)],
             "repeats": len(deltas),
         }
+        exact = blocks.get((path, "exact"), {})
+        to_redis = [exact[r] - on[r] for r in sorted(on) if r in exact]
+        if to_redis:
+            result[path]["to_redis"] = median(to_redis)
+            result[path]["to_redis_range"] = [min(to_redis), max(to_redis)]
     return result
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = ["path | limits off: M instr/request | limits on | the limiter: k instr/request (repeats' range)"]
+    lines = [
+        "path | limits off: M instr/request | limits on | the limiter: k instr/request (repeats' range) | "
+        "a request that goes to Redis: k instr more (range)"
+    ]
     for path, row in result.items():
         low, high = (value / 1e3 for value in row["limiter_range"])
+        to_redis = "-"
+        if "to_redis" in row:
+            r_low, r_high = (value / 1e3 for value in row["to_redis_range"])
+            to_redis = f"{row['to_redis'] / 1e3:.0f} ({r_low:.0f} to {r_high:.0f})"
         lines.append(
             f"{PATHS.get(path, path)} | {row['off'] / 1e6:.3f} | {row['on'] / 1e6:.3f} | "
-            f"{row['limiter'] / 1e3:.0f} ({low:.0f} to {high:.0f})"
+            f"{row['limiter'] / 1e3:.0f} ({low:.0f} to {high:.0f}) | {to_redis}"
         )
     return "\n".join(lines)
 

@@ -19,9 +19,20 @@ def test_the_limiter_is_the_median_of_each_repeat_s_difference() -> None:
     assert row["limiter"] == 100_000
     assert row["limiter_range"] == [90_000, 120_000]
     assert row["off"] == 10_000_000 and row["on"] == 10_120_000 and row["repeats"] == 3
-    assert "product detail | 10.000 | 10.120 | 100 (90 to 120)" in table({"detail": row})
+    assert "product detail | 10.000 | 10.120 | 100 (90 to 120) | -" in table({"detail": row})
+    assert "to_redis" not in row  # no exact blocks in this run
 
 
 def test_a_repeat_without_its_pair_is_left_out() -> None:
     dumps = [("cart off 0", 2_000), ("cart on 0", 2_300), ("cart off 1", 2_000)]
     assert summarise(dumps, 1)["cart"]["repeats"] == 1
+
+
+def test_going_to_redis_is_the_median_of_each_repeat_s_exact_minus_leased() -> None:
+    dumps = []
+    for repeat, exact in enumerate((300_000, 500_000, 400_000)):  # over the leased block, per request
+        dumps += [(f"cart off {repeat}", 10_000_000), (f"cart on {repeat}", 10_100_000)]
+        dumps.append((f"cart exact {repeat}", 10_100_000 + exact))
+    row = summarise(dumps, 1)["cart"]
+    assert row["to_redis"] == 400_000 and row["to_redis_range"] == [300_000, 500_000]
+    assert table({"cart": row}).endswith("| 100 (100 to 100) | 400 (300 to 500)")
