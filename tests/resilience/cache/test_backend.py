@@ -275,3 +275,37 @@ def test_get_direct_obeys_the_operator_switch(make_cache) -> None:
     finally:
         controls_replace([])
     assert cache.get_direct("position") == 1
+
+
+def test_get_direct_replaces_a_connection_the_server_ended_without_tripping(make_cache, redis_process, caplog) -> None:
+    """A Redis restarted between two reads ended this thread's connection: the next read reconnects and answers
+    from Redis (no trip, no memory), as the pool's idle check would have."""
+    cache = make_cache(redis_process.url, PROBE_INTERVAL=3600)
+    cache.set("position", 5, 600)
+    assert cache.get_direct("position") == 5
+    redis_process.kill()
+    redis_process.start()  # empty: it keeps nothing on disk
+    cache.set("position", 6, 600)  # through the pool, whose idle check replaced its connection
+    assert cache.get_direct("position") == 6 and in_redis(cache, redis_process.url, "position")
+    assert cache.snapshot()["breaker"] == "closed" and not events(caplog, "cache_redis_down")
+    assert cache._memory.get("position") is None  # never answered from memory
+    assert "was gone; sending again on a new one" in caplog.text
+
+
+def test_get_direct_uses_one_connection_per_thread(make_cache) -> None:
+    url = stack_redis_url()
+    cache = make_cache(url)
+    cache.set("position", 9)
+    seen: list[int] = []
+
+    def read() -> None:
+        for _ in range(50):
+            assert cache.get_direct("position") == 9
+        seen.append(id(cache._direct.connection))
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(seen) == 4 and len(set(seen)) == 4

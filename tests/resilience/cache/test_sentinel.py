@@ -57,6 +57,7 @@ def test_calls_go_to_the_master_the_sentinels_name_reads_included(sentinels: Sen
     # A read right after a write sees it: reads go to the master, never to the (asynchronous) replica.
     for count in range(2, 50):
         assert cache.incr("counter") == count and cache.get("counter") == count
+        assert cache.get_direct("counter") == count  # the hot path's get: through the pooled master client here
     pools = cache._redis.client._clients  # django-redis: [master's, replicas']
     assert pools[0] is not None and pools[1] is None  # the replicas' pool was never even opened
     assert cache.snapshot()["backend"] == "redis"
