@@ -309,3 +309,18 @@ def test_get_direct_uses_one_connection_per_thread(make_cache) -> None:
     for thread in threads:
         thread.join(timeout=10)
     assert len(seen) == 4 and len(set(seen)) == 4
+
+
+def test_run_script_loads_its_script_again_when_redis_lost_it(make_cache, redis_process, caplog) -> None:
+    """EVALSHA on the thread's own connection; a Redis that forgot its scripts (SCRIPT FLUSH, a restart) gets the
+    script loaded again and the same call answers -- no trip."""
+    cache = make_cache(redis_process.url, PROBE_INTERVAL=3600)
+    script = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+    assert cache.run_script(script, ["n"], [2], purpose="test") == 2
+    raw(redis_process.url).script_flush()
+    assert cache.run_script(script, ["n"], [3], purpose="test") == 5
+    redis_process.kill()
+    redis_process.start()  # empty, its scripts gone too, and this thread's connection with them
+    assert cache.run_script(script, ["n"], [1], purpose="test") == 1
+    assert cache.snapshot()["breaker"] == "closed" and not events(caplog, "cache_redis_down")
+    assert in_redis(cache, redis_process.url, "n")
