@@ -113,8 +113,12 @@ class RingCache:
             self.reads += 1
             basis = (self._on_a_node(self._fingerprint), settings.BULWARK_CONFIG, *self._lifetimes())
             if self._ring is None or basis != self._basis:  # (the same config object: compared by identity)
-                self._ring = self._build([self._stored(*row) for row in self._on_a_node(self._rows)])
-                self._basis = basis
+                # The fingerprint kept is one read on the same node as the rows and before them: never newer than
+                # the rows (another node, a replica behind, could have answered the rows), so a change it names is
+                # never taken as read.
+                fingerprint, rows = self._on_a_node(lambda alias: (self._fingerprint(alias), self._rows(alias)))
+                self._ring = self._build([self._stored(*row) for row in rows])
+                self._basis = (fingerprint, *basis[1:])
             self._read_ok_at = self._checked_at
         except DatabaseError as exc:
             logger.warning(

@@ -11,7 +11,9 @@ Every call goes to Redis unless the circuit is open or the operator switch ``rat
 a Redis failure opens the circuit (see :mod:`resilience.cache.circuit`) and the same call is answered from
 memory. redis-py's own retries are turned off (``Retry(NoBackoff(), 0)`` on every connection of the pool,
 through django-redis's ``CONNECTION_POOL_KWARGS``): a failure costs one timeout, not redis-py 6+'s default of
-ten retries with backoff.
+ten retries with backoff. The read-your-writes GET and the rate limiter's script go out on each thread's own
+connection (:meth:`FallbackCache._direct_command`): the GET is sent once more on a new connection when a reused
+one turns out to have been ended by the server (never after a timeout), the script is never sent twice.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.cache.backends.locmem import LocMemCache
 from django_redis.cache import RedisCache
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -175,57 +177,76 @@ class FallbackCache(BaseCache):
         if not self.uses_memory():
             redis_round_trip(purpose_for(key))
             try:
-                raw = self._direct_command("GET", self._redis.make_key(key))  # type: ignore[union-attr]
+                raw = self._direct_command("GET", self._redis.make_key(key), resend=True)  # type: ignore[union-attr]
             except REDIS_FAILURES as exc:
                 self.circuit.trip(exc, "get")  # type: ignore[union-attr]
             else:
                 return default if raw is None else self._redis.client.decode(raw)  # type: ignore[union-attr]
         return self._call("get", key, lambda cache: cache.get(key, default))
 
-    def _direct_command(self, *command: Any) -> Any:
+    def _direct_command(self, *command: Any, resend: bool = False) -> Any:
         """One command on this thread's own connection (Django builds a cache object per thread), made from the
         master's pool's connection class and settings (address, timeouts, no retries): redis-py's ``send_command``
         and ``read_response``, without its client's dispatch and its pool -- for what runs on the hot path, the
-        read-your-writes GET and the rate limiter's script. Measured on a GET (thread CPU, loop of
-        3000): 16 us and 70 Python calls, against 45 us and 211 through django-redis's ``get`` -- the pool checks
-        every connection it hands out for unread data (a non-blocking read and two timeout switches: three system
-        calls), and the client's retry and observability hooks run even when off. The pool's check exists to
-        replace a connection the server ended while idle (a restart, an idle timeout): here a reused connection
-        that fails with a connection error (not a timeout: a hung Redis costs one timeout, not two) is replaced and
-        the command sent once more; the new connection's failure is Redis's. With Sentinels, whose pool finds
-        the master per connection, the pooled client runs the command."""
+        read-your-writes GET and the rate limiter's script. Measured on a GET (thread CPU, loop of 3000): 16 us
+        and 70 Python calls, against 45 us and 211 through django-redis's ``get`` -- the pool checks every
+        connection it hands out for unread data (a non-blocking read and two timeout switches: three system
+        calls), and the client's retry and observability hooks run even when off.
+
+        The pool's check is there to replace a connection the server ended while idle (a restart, an idle
+        timeout). Here: a command that may run twice (``resend``: a GET) is sent once more on a new connection
+        when a reused one fails with a connection error (not a timeout: a hung Redis costs one timeout, not two);
+        one that must not (a script that counts) gets the pool's check first instead, and no second try. A
+        connection made before the circuit's last trip is replaced (the Redis it reached may be gone, e.g. behind
+        a moved address), and so is one that met a read-only replica. With Sentinels, whose pool finds the master
+        per connection, the pooled client runs the command."""
         direct = self._direct
         connection = getattr(direct, "connection", None)
+        trips = self.circuit.trips if self.circuit is not None else 0
         if connection is None:
             client = self._redis.client.get_client(write=True)  # type: ignore[union-attr]  # the master's
             pool = client.connection_pool
             if type(pool) is not redis.ConnectionPool:
                 return client.execute_command(*command)
             connection = direct.connection = pool.connection_class(**pool.connection_kwargs)
-            direct.reused = False
+            direct.reused, direct.trips = False, trips
+        if direct.trips != trips:
+            connection.disconnect()
+            direct.reused, direct.trips = False, trips
         reused, direct.reused = direct.reused, False
+        if reused and not resend:
+            try:
+                stale = connection.can_read()  # unread data, or the server's end of the connection (raises)
+            except REDIS_FAILURES:
+                stale = True
+            if stale:
+                connection.disconnect()
+                reused = False
+        try:
+            answer = self._send(connection, command)
+        except (RedisTimeoutError, ResponseError):  # a hung Redis (one timeout is the failure), or Redis's answer
+            raise
+        except REDIS_FAILURES:
+            if not (reused and resend):
+                raise
+            logger.info("the direct connection to Redis %s was gone; sending again on a new one", self.name)
+            answer = self._send(connection, command)
+        direct.reused = True
+        return answer
+
+    def _send(self, connection: redis.Connection, command: tuple[Any, ...]) -> Any:
         try:
             connection.send_command(*command)
-            answer = connection.read_response()
-        except ResponseError:  # Redis answered (an error reply): the connection is fine
-            direct.reused = True
-            raise
-        except RedisTimeoutError:
+            return connection.read_response()
+        except ReadOnlyError:  # a replica now (demoted): the next command goes to a new connection
             connection.disconnect()
+            raise
+        except ResponseError:  # Redis answered (an error reply): the connection is fine
+            self._direct.reused = True
             raise
         except REDIS_FAILURES:
             connection.disconnect()
-            if not reused:
-                raise
-            logger.info("the direct connection to Redis %s was gone; sending again on a new one", self.name)
-            try:
-                connection.send_command(*command)
-                answer = connection.read_response()
-            except REDIS_FAILURES:
-                connection.disconnect()
-                raise
-        direct.reused = True
-        return answer
+            raise
 
     def run_script(self, script: str, keys: list[Any], args: list[Any], *, purpose: str) -> Any:
         """Run a Lua script in Redis (one round trip: ``EVALSHA``, loaded again if Redis lost it) on the cache's own

@@ -64,6 +64,12 @@ class RedisCircuit:
     def is_open(self) -> bool:
         return self._open  # a plain read of a bool: no lock on the request path
 
+    @property
+    def trips(self) -> int:
+        """How many times the circuit opened so far (a connection made before the last trip may point at a Redis
+        that went away)."""
+        return self._trips
+
     def trip(self, exc: BaseException, operation: str) -> None:
         """A Redis call failed: serve from memory from now on, and start probing (once)."""
         reason = describe_error(exc)

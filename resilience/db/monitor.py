@@ -232,7 +232,10 @@ class NodeMonitor:
 
     def _overdue(self, alias: str) -> bool:
         """The probe's first stage (on the watchdog's thread): the node is suspect; the cut stays armed."""
-        self._suspected(alias)
+        try:
+            self._suspected(alias)
+        except Exception:  # the hedge's bug must not cut the probe now: the cut at the deadline stays armed
+            logger.exception("hedging the reads on suspect node %s failed", alias)
         return True
 
     @staticmethod

@@ -4,8 +4,8 @@ Against a hung PostgreSQL (the whole postmaster family stopped) a query on an op
 forever: TCP keepalives never fire because the kernel still acknowledges. Shutting the connection's
 socket down makes psycopg raise OperationalError at once, which the backend treats as the node failing.
 One thread for the whole process; arming and disarming a deadline is a heap push and a dict delete (a target is a
-named tuple: a frozen dataclass's ``__init__`` sets each of its ten fields through ``object.__setattr__``, 1.3 us
-of every statement's 3 us arm and disarm).
+named tuple: a frozen dataclass's ``__init__`` set each of its fields through ``object.__setattr__``, 1.3 us of
+every statement's 3 us arm and disarm).
 
 A process that was frozen (an AWS Lambda environment between invocations, a SIGSTOP, a VM paused) finds its
 deadlines passed when it runs again, although the node never had the time to answer. So the watchdog notices
@@ -18,8 +18,8 @@ cutting its socket would mark a healthy primary down. A target armed with ``canc
 deadline (a PostgreSQL cancel request, sent off this thread); only if the statement is still running
 :data:`CANCEL_GRACE` later -- the cancel did not take, the node does not answer -- is the socket cut. The node
 monitor's probe uses the same two stages with a grace of its own (:meth:`QueryWatchdog.arm`'s ``grace``): at the
-first its node is suspect (its safe reads hedged off), at the second the probe is cut -- one target per probe,
-not a timer and a deadline.
+first its node is suspect (its safe reads hedged off), at the second the probe is cut -- one target per probe on
+an open connection, not a timer and a deadline (a probe that must connect first keeps a timer for the suspicion).
 """
 
 from __future__ import annotations
@@ -165,13 +165,18 @@ class QueryWatchdog:
                     # Woken this late, the process was frozen: the node had no time to answer. Its time again.
                     self.freezes += 1
                     self._armed[ticket] = target._replace(extended=True)
-                    heapq.heappush(self._heap, (time.monotonic() + target.seconds, ticket))
+                    # A two-stage target of the caller's own (the probe's) past its first stage: its whole time.
+                    again = target.seconds + (target.grace if target.cancelled and not target.announced else 0.0)
+                    heapq.heappush(self._heap, (time.monotonic() + again, ticket))
                     continue
                 if target is not None and target.cancel is not None and not target.cancelled:
                     # The cut stays armed (the grace) while the cancel is asked for: a statement that ends
                     # meanwhile disarms it; one that does not is cut when the grace is over.
                     self._armed[ticket] = target._replace(cancelled=True)
-                    heapq.heappush(self._heap, (time.monotonic() + target.grace, ticket))
+                    # A statement's grace runs from its cancel; a probe's cut is due at its first stage + grace,
+                    # however late this thread woke for it (under FREEZE_GAP: later is a freeze, above).
+                    cut_at = deadline + target.grace if not target.announced else time.monotonic() + target.grace
+                    heapq.heappush(self._heap, (cut_at, ticket))
                     cancelling = True
                 else:
                     cancelling = False

@@ -628,7 +628,7 @@ SAVEPOINT_SQL = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
 
 def test_random_well_formed_kids_cost_at_most_two_ring_reads(settings, forge) -> None:
     """1 000 unknown kids: one read to load the ring, one rate-limited re-read for the first unknown kid (a read asks
-    for the table's fingerprint, and for its rows only when that changed: here once, to load)."""
+    for the table's fingerprint, and only when that changed for it again with the rows: here once, to load)."""
     settings.BULWARK_JWT = {**settings.BULWARK_JWT, "RING_REFRESH_SECONDS": 3600.0}
     assert settings.BULWARK_JWT["UNKNOWN_KID_REFRESH_SECONDS"] >= 5
     rng = random.Random(1000)  # deterministic kids, not secrets
@@ -645,7 +645,7 @@ def test_random_well_formed_kids_cost_at_most_two_ring_reads(settings, forge) ->
     assert 1 <= ring_cache.reads - reads <= 2
     selects = [query["sql"] for query in queries.captured_queries if not query["sql"].startswith(SAVEPOINT_SQL)]
     fingerprints = [sql for sql in selects if "md5" in sql]
-    assert 1 <= len(fingerprints) <= 2 and len(selects) - len(fingerprints) == 1, selects
+    assert 2 <= len(fingerprints) <= 3 and len(selects) - len(fingerprints) == 1, selects
 
 
 # Tokens without a kid: refused, except with JWT_SECRET inside the migration window.

@@ -324,3 +324,16 @@ def test_run_script_loads_its_script_again_when_redis_lost_it(make_cache, redis_
     assert cache.run_script(script, ["n"], [1], purpose="test") == 1
     assert cache.snapshot()["breaker"] == "closed" and not events(caplog, "cache_redis_down")
     assert in_redis(cache, redis_process.url, "n")
+
+
+def test_a_direct_connection_made_before_a_trip_is_replaced(make_cache, redis_process) -> None:
+    """After the circuit opened and closed again, this thread's connection may lead to a Redis that went away
+    (an address that moved): the next direct command opens a new one."""
+    cache = make_cache(redis_process.url, PROBE_INTERVAL=0.1)
+    cache.set("position", 3, 600)
+    assert cache.get_direct("position") == 3
+    before = cache._direct.connection._sock
+    cache.circuit.trip(redis.ConnectionError("test: a failure elsewhere"), "test")
+    wait_for(lambda: not cache.circuit.is_open)
+    assert cache.get_direct("position") == 3
+    assert cache._direct.connection._sock is not before and cache._direct.trips == cache.circuit.trips

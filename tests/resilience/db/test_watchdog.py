@@ -208,3 +208,33 @@ def test_queries_that_end_in_time_do_not_wake_the_watchdog_one_by_one() -> None:
     while not fired and time.monotonic() < deadline:
         time.sleep(0.01)
     assert fired  # what is still armed is still kept
+
+
+def test_a_two_stage_target_frozen_in_its_grace_gets_both_stages_time_again(session, caplog) -> None:
+    """The probe's target (first stage at 0.2 s, the cut 0.3 s later): frozen after its first stage, it gets its
+    whole 0.5 s again at the thaw, not only the first stage's 0.2 s; a real hang is still cut after that."""
+    conn = session()
+    watchdog = QueryWatchdog()
+    stages: list[float] = []
+    started = time.monotonic()
+    ticket = watchdog.arm(
+        conn.pgconn.socket,
+        0.2,
+        "primary (probe)",
+        cancel=lambda: stages.append(time.monotonic() - started) or True,
+        grace=0.3,
+        announced=False,
+    )
+    time.sleep(0.3)  # the first stage has run
+    assert len(stages) == 1
+    with watchdog._lock:  # then the watchdog's thread is kept from running: frozen, from its point of view
+        time.sleep(1.5)
+    thawed = time.monotonic()
+    time.sleep(0.3)  # past the first stage's 0.2 s again, within the whole 0.5 s: not cut
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    with pytest.raises(psycopg.OperationalError):  # still hung: cut, at the end of its second 0.5 s
+        conn.execute(f"SELECT pg_sleep({SLEEP})")
+    watchdog.disarm(ticket)
+    assert 0.45 <= time.monotonic() - thawed < 0.5 + 2.0
+    assert watchdog.freezes == 1 and len(stages) == 1
+    assert "cancelling the statement" not in caplog.text and "cancel did not take" not in caplog.text
